@@ -1,0 +1,116 @@
+"""The `malaria-edge` command: thin shells over the edge_app modules.
+
+Exit codes: 0 all inputs classified, 1 the job ran but some inputs failed,
+2 usage or setup error (missing path, bad model, unusable output file).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from edge_app import __version__
+from edge_app.classify import classify_stream
+from edge_app.model import ModelBundle, ModelError, default_model_path
+from edge_app.results import FORMATS, OutputError, ResultWriter
+from edge_app.sources import decode_stream, expand_paths
+
+
+class SetupError(click.ClickException):
+    exit_code = 2
+
+
+def _load_model(model: str | None, threads: int) -> ModelBundle:
+    try:
+        return ModelBundle(model or default_model_path(), threads=threads)
+    except ModelError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def _default_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+model_option = click.option(
+    "--model", type=click.Path(dir_okay=False), default=None,
+    help="Model .tflite file (its .json sidecar must sit beside it). Default: the shipped model.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="malaria-edge")
+def main() -> None:
+    """Offline malaria screening of thin blood-smear cell images."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@model_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write results to this file (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: from --output's suffix, else csv).")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Look into subfolders.")
+@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)", help="Interpreter and decoder threads.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Images per interpreter call.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="P(Parasitized) at or above which a cell is called Parasitized (default: the model's).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already in --output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+def classify(paths, model, output, fmt, recursive, threads, batch_size, threshold, resume, overwrite) -> None:
+    """Classify cell images in PATHS (files and/or folders).
+
+    Writes one row per image: path, label, probability (of Parasitized),
+    status (ok/error) and error. A summary goes to stderr.
+    """
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other")
+    fmt = fmt or ("jsonl" if output and output.lower().endswith((".jsonl", ".json")) else "csv")
+    try:
+        files = expand_paths(paths, recursive=recursive)
+    except FileNotFoundError as exc:
+        raise SetupError(str(exc)) from None
+    bundle = _load_model(model, threads)
+    try:
+        writer = ResultWriter(output, fmt, resume=resume, overwrite=overwrite)
+    except (OutputError, OSError) as exc:
+        raise SetupError(str(exc)) from None
+    with writer:
+        done = writer.done_paths
+        todo = [p for p in files if p not in done]
+        if not files:
+            click.echo("warning: no image files found in the given paths", err=True)
+        stream = decode_stream(todo, bundle.input.size, bundle.fit, workers=threads)
+        if sys.stderr.isatty() and todo:
+            with click.progressbar(length=len(todo), label="Classifying", file=sys.stderr) as bar:
+                summary = classify_stream(bundle, stream, writer, batch_size, threshold, on_row=lambda _: bar.update(1))
+        else:
+            summary = classify_stream(bundle, stream, writer, batch_size, threshold)
+    summary.skipped = len(files) - len(todo)
+    click.echo(summary.text(), err=True)
+    earlier_errors = sum(1 for r in writer.previous if r.get("status") == "error")
+    sys.exit(1 if summary.errors or earlier_errors else 0)
+
+
+@main.command()
+@model_option
+def info(model) -> None:
+    """Show the model's metadata and the TFLite runtime in use."""
+    bundle = _load_model(model, threads=1)
+    meta = bundle.meta
+    click.echo(f"model:       {bundle.path}")
+    click.echo(f"name:        {bundle.name}")
+    click.echo(f"runtime:     {bundle.runtime.name} {bundle.runtime.version}")
+    click.echo(f"input:       {bundle.input.size}x{bundle.input.size} RGB, {bundle.input.dtype}, fit={bundle.fit}")
+    click.echo(f"labels:      {', '.join(meta['labels'])}")
+    click.echo(f"threshold:   {bundle.threshold:.4f} (P(Parasitized) at or above is Parasitized)")
+    click.echo(f"temperature: {bundle.temperature:.4f}")
+    click.echo(f"size:        {bundle.path.stat().st_size} bytes, sha256 {meta['tflite_sha256']}")
+    for key in ("metrics", "training"):
+        if meta.get(key):
+            click.echo(f"{key}:")
+            for k, v in meta[key].items():
+                click.echo(f"  {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""A model bundle: a ``.tflite`` file and its ``.json`` sidecar, checked before use.
+
+The sidecar carries everything needed to use the model correctly (labels,
+input spec, preprocessing, threshold, calibration) so nothing has to be
+remembered, and the tflite's sha256 so a swapped, truncated or tampered file
+is refused instead of silently giving wrong answers in the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_app.labels import LABELS
+from edge_app.preprocess import FIT_METHODS
+from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
+
+FORMAT = "malaria-edge-model/1"
+DEFAULT_MODEL_NAME = "malaria-edge-int8.tflite"
+_INPUT_DTYPES = {"uint8": np.uint8, "int8": np.int8, "float32": np.float32}
+
+
+class ModelError(RuntimeError):
+    """The model cannot be used; the message says which file and what to do."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(tflite: str | Path) -> Path:
+    return Path(tflite).with_suffix(".json")
+
+
+def write_sidecar(tflite: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the sidecar for a tflite file, stamping the format and the file's sha256."""
+    out = sidecar_path(tflite)
+    data = {"format": FORMAT, **meta, "tflite_sha256": sha256_file(tflite)}
+    out.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def default_model_path() -> Path:
+    """The shipped model: $MALARIA_EDGE_MODEL, the repo's models/ (source checkout), or the installed copy."""
+    env = os.environ.get("MALARIA_EDGE_MODEL")
+    if env:
+        return Path(env)
+    import sys
+
+    candidates = [
+        Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME,
+        Path(sys.prefix) / "share" / "malaria-edge" / "models" / DEFAULT_MODEL_NAME,
+    ]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    size: int
+    dtype: str
+
+
+class ModelBundle:
+    """A verified model ready to predict P(Parasitized) for batches of uint8 RGB pixels."""
+
+    def __init__(self, tflite: str | Path, threads: int = 1, runtime: Runtime | None = None):
+        self.path = Path(tflite)
+        self.meta = _read_sidecar(self.path)
+        self.input = InputSpec(int(self.meta["input"]["size"]), str(self.meta["input"]["dtype"]))
+        self.fit = str(self.meta["preprocessing"]["fit"])
+        self.threshold = float(self.meta["threshold"])
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        try:
+            self.runtime = runtime or find_runtime()
+        except RuntimeMissing as exc:
+            raise ModelError(str(exc)) from None
+        try:
+            self._interp = self.runtime.interpreter(str(self.path), threads)
+            self._interp.allocate_tensors()
+        except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a usable TFLite model ({first})") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self._check_signature()
+        self._batch = int(self._in["shape"][0])
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.stem))
+
+    def _check_signature(self) -> None:
+        shape = list(self._in["shape"])
+        want = [self.input.size, self.input.size, 3]
+        if len(shape) != 4 or shape[1:] != want:
+            raise ModelError(f"{self.path}: input shape {shape} does not match the sidecar's {want}: wrong sidecar for this model")
+        actual = np.dtype(self._in["dtype"]).name
+        if actual != self.input.dtype:
+            raise ModelError(f"{self.path}: input dtype {actual} does not match the sidecar's {self.input.dtype}")
+        if list(self._out["shape"])[1:] != [1]:
+            raise ModelError(f"{self.path}: expected one output (the logit of Parasitized), got shape {list(self._out['shape'])}")
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw logits for a (N, size, size, 3) uint8 batch."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.input.size, self.input.size, 3):
+            raise ValueError(f"expected (N, {self.input.size}, {self.input.size}, 3) pixels, got {pixels.shape}")
+        n = pixels.shape[0]
+        if n == 0:
+            return np.zeros((0,), np.float32)
+        if n != self._batch:
+            self._interp.resize_tensor_input(self._in["index"], [n, self.input.size, self.input.size, 3])
+            self._interp.allocate_tensors()
+            self._batch = n
+        self._interp.set_tensor(self._in["index"], _quantize_input(pixels, self._in))
+        self._interp.invoke()
+        raw = self._interp.get_tensor(self._out["index"]).reshape(n)
+        scale, zero = self._out["quantization"]
+        if scale:
+            return (raw.astype(np.float32) - zero) * scale
+        return raw.astype(np.float32)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Calibrated P(Parasitized) for a batch: sigmoid(logit / temperature)."""
+        z = self.logits(pixels) / self.temperature
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float64)
+
+
+def _quantize_input(pixels: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Map uint8 pixels to the tensor's dtype; for int8/uint8 models exact when scale is 1."""
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return pixels.astype(np.float32)
+    scale, zero = detail["quantization"]
+    if scale == 1.0:
+        q = pixels.astype(np.int16) + int(zero)
+    else:
+        q = np.round(pixels.astype(np.float32) / scale + zero)
+    info = np.iinfo(dtype)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _read_sidecar(tflite: Path) -> dict[str, Any]:
+    if not tflite.is_file():
+        raise ModelError(f"model file not found: {tflite} (pass --model, or set MALARIA_EDGE_MODEL)")
+    side = sidecar_path(tflite)
+    if not side.is_file():
+        raise ModelError(f"{tflite}: its sidecar {side.name} is missing; a model is a .tflite with its .json beside it")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{side}: unreadable sidecar ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{side}: not a malaria-edge sidecar (format must be {FORMAT!r})")
+    try:
+        size = int(meta["input"]["size"])
+        dtype = meta["input"]["dtype"]
+        fit = meta["preprocessing"]["fit"]
+        threshold = float(meta["threshold"])
+        labels = tuple(meta["labels"])
+        digest = meta["tflite_sha256"]
+        temperature = float(meta.get("temperature", 1.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{side}: sidecar is missing or has a bad field ({exc})") from None
+    problems = []
+    if size < 8:
+        problems.append(f"input size {size}")
+    if dtype not in _INPUT_DTYPES:
+        problems.append(f"input dtype {dtype!r}")
+    if fit not in FIT_METHODS:
+        problems.append(f"preprocessing fit {fit!r}")
+    if not 0.0 <= threshold <= 1.0:
+        problems.append(f"threshold {threshold}")
+    if not temperature > 0:
+        problems.append(f"temperature {temperature}")
+    if labels != LABELS:
+        problems.append(f"labels {list(labels)} (expected {list(LABELS)})")
+    if problems:
+        raise ModelError(f"{side}: invalid sidecar: {', '.join(problems)}")
+    actual = sha256_file(tflite)
+    if actual != digest:
+        raise ModelError(
+            f"{tflite}: sha256 {actual[:12]}... does not match its sidecar ({str(digest)[:12]}...): "
+            "the model file is corrupt or was modified; reinstall the model"
+        )
+    return meta

@@ -1,0 +1,125 @@
+"""Turn any image file into the pixels the model sees.
+
+This module is the single definition of preprocessing: the training stage
+imports these functions to build its arrays, and the app calls them on every
+file or camera frame, so the two can never drift apart. Normalisation to the
+network's range lives inside the model, so the output here is raw uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, os.PathLike, BinaryIO]
+
+#: Square fitting methods. "pad" keeps the cell's shape by centring it on a
+#: black square (the background of the segmented cells); "stretch" resizes
+#: each side independently, as the public malaria notebooks do.
+FIT_METHODS = ("pad", "stretch")
+
+#: A cell image is a few hundred pixels a side and a microscope field a few
+#: megapixels; anything above this is a mistake or a decompression bomb.
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into model pixels; the message is one line for the results file."""
+
+
+def load_rgb(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image.Image:
+    """Decode an image fully, upright and as 8-bit RGB, or raise ImageError with a one-line reason.
+
+    Size limits are checked on the header before any pixel is decoded, so a
+    bomb costs nothing; Pillow's own DecompressionBombError stays as a second
+    line of defence.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageError("file not found (moved or deleted?)") from None
+        except PermissionError:
+            raise ImageError("permission denied") from None
+        if size == 0:
+            raise ImageError("empty file (0 bytes)")
+        if size > max_bytes:
+            raise ImageError(f"file too large ({size} bytes > {max_bytes})")
+    try:
+        with Image.open(source) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            return _to_rgb(upright)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image or unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large ({exc})") from None
+    except FileNotFoundError:
+        raise ImageError("file not found (moved or deleted?)") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"corrupt image: {reason}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, compositing transparency onto black like the dataset's background."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # Pillow clips wide integer and float modes to 255 when converting;
+        # rescale instead so a 16-bit camera frame keeps its contrast.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else (255.0 if arr.max(initial=0) <= 255 else 65535.0)
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:
+        raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+def fit_square(img: Image.Image, size: int, fit: str = "pad") -> np.ndarray:
+    """Resize an RGB image to a (size, size, 3) uint8 array by the given fit method."""
+    if fit not in FIT_METHODS:
+        raise ValueError(f"unknown fit {fit!r}; expected one of {FIT_METHODS}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if fit == "stretch":
+        out = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    else:
+        out = ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def preprocess(source: ImageSource | Image.Image, size: int, fit: str = "pad") -> np.ndarray:
+    """Decode a file (or take a decoded PIL image) and return the model's uint8 input pixels.
+
+    This is the function both training and the app call.
+    """
+    img = _to_rgb(ImageOps.exif_transpose(source)) if isinstance(source, Image.Image) else load_rgb(source)
+    return fit_square(img, size, fit)

@@ -1,0 +1,50 @@
+"""Find a TFLite interpreter without TensorFlow.
+
+ai-edge-litert is Google's maintained runtime with wheels for today's Pi OS;
+tflite-runtime is its predecessor and still what some images have.
+TensorFlow itself is deliberately not a fallback: the app must run on a Pi
+that cannot install it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module, metadata
+from typing import Any
+
+_CANDIDATES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+)
+
+
+class RuntimeMissing(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    interpreter_class: Any
+
+    def interpreter(self, model_path: str, threads: int) -> Any:
+        return self.interpreter_class(model_path=model_path, num_threads=threads)
+
+
+def find_runtime() -> Runtime:
+    """The first TFLite runtime that imports, or RuntimeMissing with how to install one."""
+    for module, dist in _CANDIDATES:
+        try:
+            mod = import_module(module)
+        except ImportError:
+            continue
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return Runtime(dist, version, mod.Interpreter)
+    raise RuntimeMissing(
+        "no TFLite runtime found: install one with 'pip install ai-edge-litert' "
+        "(or 'pip install tflite-runtime' where ai-edge-litert has no wheel)"
+    )

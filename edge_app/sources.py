@@ -1,0 +1,97 @@
+"""Where images come from: expand files and folders, then decode them off the main thread.
+
+Every command sees the same stream of (path, pixels-or-error) in a
+deterministic order, whatever the inputs were.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from edge_app.preprocess import ImageError, preprocess
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
+
+
+@dataclass(frozen=True)
+class Decoded:
+    path: str
+    pixels: np.ndarray | None
+    error: str | None = None
+
+
+def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[str]:
+    """Files as given, plus the image files inside folders (sorted, hidden files skipped), without repeats.
+
+    A file named explicitly is kept whatever its suffix, so a non-image gets
+    an error row instead of silently vanishing. A missing path raises
+    FileNotFoundError: that is a usage error, not a bad input.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for raw in paths:
+        p = os.fspath(raw)
+        if os.path.isdir(p):
+            for found in _walk_images(p, recursive):
+                add(found)
+        elif os.path.lexists(p):
+            add(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return out
+
+
+def _walk_images(folder: str, recursive: bool) -> Iterator[str]:
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+            yield os.path.join(folder, e.name)
+    if recursive:
+        for e in entries:
+            if not e.name.startswith(".") and e.is_dir():
+                yield from _walk_images(os.path.join(folder, e.name), recursive)
+
+
+def _decode(path: str, size: int, fit: str) -> Decoded:
+    try:
+        return Decoded(path, preprocess(path, size, fit))
+    except ImageError as exc:
+        return Decoded(path, None, str(exc))
+
+
+def decode_stream(paths: Sequence[str], size: int, fit: str, workers: int = 2) -> Iterator[Decoded]:
+    """Decode images in a small thread pool, yielding them in input order.
+
+    Pillow releases the GIL while inflating and resizing, so threads overlap
+    decoding with inference; the look-ahead is bounded so memory stays flat
+    on folders of any size.
+    """
+    ahead = max(1, workers) * 8
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        pending: deque[Future[Decoded]] = deque()
+        it = iter(paths)
+        for path in it:
+            pending.append(pool.submit(_decode, path, size, fit))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            yield pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_decode, nxt, size, fit))

@@ -1,0 +1,1 @@
+"""Quantization stage: TFLite conversion and benchmarking (needs the `train` extra)."""

@@ -1,0 +1,69 @@
+"""The `malaria-quantize` command: turn a trained run into TFLite bundles for the Pi."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from quantization.convert import VARIANTS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Convert trained models to TFLite and measure what each variant keeps."""
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default="models", show_default=True, help="Folder for the .tflite + .json bundles.")
+@click.option("--name", default="malaria-edge", show_default=True, help="File name prefix: NAME-VARIANT.tflite.")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS), help="Repeatable; default: all.")
+@click.option("--representative", default=300, show_default=True, type=click.IntRange(1), help="Training images used to calibrate int8.")
+@click.option("--int8-input", default="int8", show_default=True, type=click.Choice(["int8", "uint8"]), help="Input dtype of the full-int8 model.")
+def convert(run_dir, out, name, variants, representative, int8_input) -> None:
+    """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients."""
+    from quantization.convert import convert_all, representative_pixels
+    from quantization.score import score_bundle
+    from training.data import discover, load_arrays
+    from training.train import TrainConfig
+
+    import keras
+
+    run = Path(run_dir)
+    evaluation_file = run / "evaluation.json"
+    if not evaluation_file.exists():
+        raise click.ClickException(f"{evaluation_file} is missing: run `malaria-train evaluate {run}` first (it fits the threshold)")
+    cfg = TrainConfig.load(run / "config.json")
+    evaluation = json.loads(evaluation_file.read_text())
+    split = json.loads((run / "split.json").read_text())
+    arrays = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir)
+    x_train, _ = arrays.subset(split["train"])
+    x_test, y_test = arrays.subset(split["test"])
+    model = keras.models.load_model(run / "model.keras")
+    meta = {
+        "image_size": cfg.image_size, "fit": cfg.fit,
+        "threshold": evaluation["threshold"], "temperature": evaluation["temperature"],
+        "training": {
+            "arch": cfg.arch, "width": cfg.width, "params": evaluation["params"], "seed": cfg.seed,
+            "patients": evaluation["patients"], "data": "NIH malaria cell images (Rajaraman et al. 2018)",
+            "float_test_metrics": {k: evaluation["test"][k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "n")},
+        },
+    }
+    paths = convert_all(model, out, name, meta, representative_pixels(x_train, representative, cfg.seed),
+                        variants or VARIANTS, int8_input)
+    for path in paths:
+        scores = score_bundle(path, x_test, y_test)
+        side = path.with_suffix(".json")
+        data = json.loads(side.read_text())
+        data["metrics"] = {"split": "test patients of the training run", **scores}
+        side.write_text(json.dumps(data, indent=2) + "\n")
+        click.echo(f"{path} {path.stat().st_size / 1024:.0f} KiB: accuracy {scores['accuracy']:.4f}, "
+                   f"sensitivity {scores['sensitivity']:.4f}, specificity {scores['specificity']:.4f}, "
+                   f"ROC AUC {scores['roc_auc']:.4f}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Keras model -> TFLite variants (float32, float16, dynamic-range, full int8), each with its sidecar.
+
+The full-int8 variant takes int8 pixels (scale 1, zero point -128 when the
+representative data spans 0..255), so the app only shifts raw uint8 pixels
+by 128: no float conversion on the Pi, and XNNPACK's int8 kernels apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from edge_app.labels import LABELS
+from edge_app.model import write_sidecar
+
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+def _converter(model):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def convert_variant(model, variant: str, representative: np.ndarray | None = None, input_type: str = "int8") -> bytes:
+    """Convert one variant; full int8 needs representative pixels (N, H, W, 3) from the training split."""
+    import tensorflow as tf
+
+    conv = _converter(model)
+    if variant == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError("full int8 conversion needs representative images")
+        rep = np.asarray(representative, np.float32)
+
+        def gen() -> Iterable[list[np.ndarray]]:
+            for img in rep:
+                yield [img[None]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[input_type]
+        conv.inference_output_type = tf.int8
+    elif variant != "float32":
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    return conv.convert()
+
+
+def representative_pixels(x: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """A seeded sample of training pixels, with one black and one white pixel pinned so the input range is exactly 0..255."""
+    idx = np.random.default_rng(seed).choice(len(x), min(count, len(x)), replace=False)
+    rep = np.array(x[np.sort(idx)], copy=True)
+    rep[0, 0, 0] = 0
+    rep[0, 0, 1] = 255
+    return rep
+
+
+def input_dtype(variant: str, int8_input: str = "int8") -> str:
+    return int8_input if variant == "int8" else "float32"
+
+
+def convert_all(
+    model,
+    out_dir: str | Path,
+    name: str,
+    meta: dict[str, Any],
+    representative: np.ndarray | None = None,
+    variants: Iterable[str] = VARIANTS,
+    int8_input: str = "int8",
+) -> list[Path]:
+    """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for variant in variants:
+        data = convert_variant(model, variant, representative, int8_input)
+        path = out / f"{name}-{variant}.tflite"
+        path.write_bytes(data)
+        write_sidecar(path, {
+            "name": f"{name}-{variant}",
+            "labels": list(LABELS),
+            "input": {"size": int(meta["image_size"]), "channels": 3, "dtype": input_dtype(variant, int8_input)},
+            "preprocessing": {"function": "edge_app.preprocess.preprocess", "fit": meta["fit"], "color": "RGB", "pixels": "uint8 0..255"},
+            "output": "logit of Parasitized; P = sigmoid(logit / temperature)",
+            "threshold": float(meta.get("threshold", 0.5)),
+            "temperature": float(meta.get("temperature", 1.0)),
+            "variant": variant,
+            **{k: meta[k] for k in ("metrics", "training") if k in meta},
+        })
+        written.append(path)
+    return written

@@ -1,0 +1,41 @@
+"""The app as a Pi installs it: a plain `pip install .` in its own venv, with no tensorflow.
+
+CI builds that venv and names it in MALARIA_EDGE_APP_VENV; elsewhere these
+tests skip.
+"""
+
+import csv
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BLUE, RED, cell
+
+VENV = os.environ.get("MALARIA_EDGE_APP_VENV")
+pytestmark = pytest.mark.skipif(not VENV, reason="set MALARIA_EDGE_APP_VENV to a venv made by `pip install .`")
+
+
+def _bin(name: str) -> str:
+    return str(Path(VENV) / "bin" / name)
+
+
+def test_plain_install_has_no_tensorflow():
+    res = subprocess.run([_bin("python"), "-c", "import tensorflow"], capture_output=True, text=True)
+    assert res.returncode != 0 and "No module named 'tensorflow'" in res.stderr
+
+
+def test_plain_install_classifies_with_the_shipped_model(tmp_path):
+    for i in range(3):
+        cell(RED, seed=i).save(tmp_path / f"red_{i}.png")
+        cell(BLUE, seed=i).save(tmp_path / f"blue_{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    res = subprocess.run([_bin("malaria-edge"), "classify", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr  # the broken file makes it 1; everything else must be classified
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert len(rows) == 7
+    assert [r["status"] for r in rows].count("ok") == 6
+    info = subprocess.run([_bin("malaria-edge"), "info"], capture_output=True, text=True, cwd=tmp_path)
+    assert info.returncode == 0 and "share/malaria-edge/models" in info.stdout

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from edge_app.model import ModelBundle, ModelError, write_sidecar
+from edge_app.preprocess import preprocess
+from tests.conftest import BLUE, RED, TINY_SIZE, cell
+
+
+def _pixels(*colors):
+    return np.stack([preprocess(cell(c, seed=i), TINY_SIZE) for i, c in enumerate(colors)])
+
+
+@pytest.mark.parametrize("variant", ["float32", "float16", "dynamic", "int8"])
+def test_every_variant_loads_and_separates_red_from_blue(tiny_models, variant):
+    model = ModelBundle(tiny_models[variant])
+    p = model.predict(_pixels(RED, BLUE, RED))
+    assert p[0] > 0.6 and p[2] > 0.6 and p[1] < 0.4
+
+
+def test_int8_agrees_with_float(tiny_models):
+    x = np.random.default_rng(1).integers(0, 256, (50, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    f = ModelBundle(tiny_models["float32"]).logits(x)
+    q = ModelBundle(tiny_models["int8"]).logits(x)
+    assert np.max(np.abs(f - q)) < 0.1
+
+
+def test_batches_of_any_size_give_the_same_answers(tiny_model):
+    model = ModelBundle(tiny_model)
+    x = _pixels(RED, BLUE, RED, BLUE, RED)
+    whole = model.predict(x)
+    one_by_one = np.concatenate([model.predict(x[i:i + 1]) for i in range(5)])
+    assert np.allclose(whole, one_by_one)
+    assert model.predict(x[:0]).shape == (0,)
+
+
+def test_temperature_from_sidecar_softens_probabilities(model_copy):
+    sharp = ModelBundle(model_copy).predict(_pixels(RED))[0]
+    meta = json.loads(model_copy.with_suffix(".json").read_text())
+    meta["temperature"] = 4.0
+    model_copy.with_suffix(".json").write_text(json.dumps(meta))
+    soft = ModelBundle(model_copy).predict(_pixels(RED))[0]
+    assert 0.5 < soft < sharp
+
+
+def test_tampered_model_is_refused(model_copy):
+    data = bytearray(model_copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_copy.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        ModelBundle(model_copy)
+
+
+def test_missing_sidecar_is_refused(model_copy):
+    model_copy.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="sidecar"):
+        ModelBundle(model_copy)
+
+
+def test_missing_model_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        ModelBundle(tmp_path / "none.tflite")
+
+
+def test_garbage_with_matching_hash_is_refused(model_copy):
+    meta = json.loads(model_copy.with_suffix(".json").read_text())
+    model_copy.write_bytes(b"this is not a flatbuffer" * 100)
+    meta.pop("tflite_sha256")
+    meta.pop("format")
+    write_sidecar(model_copy, meta)
+    with pytest.raises(ModelError, match="not a usable TFLite model"):
+        ModelBundle(model_copy)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    (("input", "size"), 32, "input shape"),
+    (("input", "dtype"), "uint8", "dtype"),
+    (("labels",), ["cat", "dog"], "labels"),
+    (("threshold",), 1.5, "threshold"),
+    (("preprocessing", "fit"), "crop", "fit"),
+])
+def test_mismatched_sidecar_is_refused(model_copy, field, value, message):
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    node = meta
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=message):
+        ModelBundle(model_copy)
+
+
+def test_corrupt_sidecar_is_refused(model_copy):
+    model_copy.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable sidecar"):
+        ModelBundle(model_copy)

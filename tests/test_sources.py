@@ -1,0 +1,56 @@
+import os
+
+import pytest
+
+from edge_app.sources import decode_stream, expand_paths
+from tests.conftest import BLUE, RED, cell
+
+
+def test_folders_expand_sorted_recursive_and_deduplicated(cells_dir):
+    (cells_dir / ".hidden.png").write_bytes(b"x")
+    (cells_dir / "Thumbs.db").write_bytes(b"x")
+    files = expand_paths([cells_dir, cells_dir / "red_0.png"])
+    names = [os.path.relpath(f, cells_dir) for f in files]
+    assert names == ["blue_0.png", "blue_1.png", "red_0.png", "red_1.png", "red_2.png", os.path.join("sub", "blue_2.png")]
+
+
+def test_no_recursive_stays_in_the_folder(cells_dir):
+    assert not any("sub" in f for f in expand_paths([cells_dir], recursive=False))
+
+
+def test_explicit_non_image_file_is_kept_so_it_gets_an_error_row(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert expand_paths([notes]) == [str(notes)]
+
+
+def test_missing_path_is_a_usage_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        expand_paths([tmp_path / "nope"])
+
+
+def test_decode_stream_keeps_input_order_and_reports_errors(tmp_path):
+    paths = []
+    for i in range(40):
+        p = tmp_path / f"{i:02d}.png"
+        if i % 7 == 3:
+            p.write_bytes(b"garbage")
+        else:
+            cell(RED if i % 2 else BLUE, size=(20 + i, 30), seed=i).save(p)
+        paths.append(str(p))
+    out = list(decode_stream(paths, 16, "pad", workers=3))
+    assert [d.path for d in out] == paths
+    for i, d in enumerate(out):
+        if i % 7 == 3:
+            assert d.pixels is None and "not an image" in d.error
+        else:
+            assert d.pixels.shape == (16, 16, 3) and d.error is None
+
+
+def test_file_vanishing_after_listing_is_an_error_row(tmp_path):
+    p = tmp_path / "a.png"
+    cell(RED).save(p)
+    files = expand_paths([tmp_path])
+    p.unlink()
+    (only,) = list(decode_stream(files, 16, "pad"))
+    assert only.pixels is None and "not found" in only.error

@@ -1,0 +1,114 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import discover, load_arrays, patient_folds, patient_id, split_by_patient
+from tests.conftest import BLUE, RED, SHARED_DATA, cell
+
+
+@pytest.mark.parametrize("name,pid", [
+    ("C33P1thinF_IMG_20150619_114756a_cell_179.png", "C33P1"),
+    ("C47P8thinOriginalOlympusCX21_IMG_1_cell_2.png", "C47P8"),
+    ("C51AP12thinF_IMG_1_cell_3.png", "C51AP12"),
+    ("C182P143NThinF_IMG_1_cell_4.png", "C182P143N"),
+    ("C6NThinF_IMG_1_cell_5.png", "C6N"),
+    ("C231ThinF_IMG_1_cell_6.png", "C231"),
+    ("C3thin_original_IMG_1_cell_7.png", "C3"),
+])
+def test_patient_id(name, pid):
+    assert patient_id(name) == pid
+
+
+def test_patient_id_rejects_foreign_names():
+    with pytest.raises(ValueError, match="patient id"):
+        patient_id("IMG_0001.png")
+
+
+def make_nih_folder(root: Path, infected: int = 6, healthy: int = 4, cells: int = 6) -> Path:
+    """An NIH-layout folder: infected patients with both classes, healthy donors with Uninfected only."""
+    for d in ("Parasitized", "Uninfected"):
+        (root / d).mkdir(parents=True)
+    for p in range(infected):
+        for c in range(cells):
+            cell(RED, seed=c).save(root / "Parasitized" / f"C{p + 10}P{p + 1}thinF_IMG_1_cell_{c}.png")
+            cell(BLUE, seed=c).save(root / "Uninfected" / f"C{p + 10}P{p + 1}thinF_IMG_1_cell_{c + 100}.png")
+    for h in range(healthy):
+        for c in range(cells):
+            cell(BLUE, seed=c + 7).save(root / "Uninfected" / f"C{h + 201}ThinF_IMG_1_cell_{c}.png")
+    (root / "Parasitized" / "Thumbs.db").write_bytes(b"junk")
+    (root / "Uninfected" / "C201ThinF_IMG_1_cell_99.png").write_bytes(b"broken")
+    return root
+
+
+def test_discover_skips_non_images_and_load_reports_bad_files(tmp_path):
+    root = make_nih_folder(tmp_path / "data")
+    samples = discover(root)
+    assert not any(s.path.name == "Thumbs.db" for s in samples)
+    arrays = load_arrays(samples, 24, "pad", cache_dir=tmp_path / "cache", workers=1)
+    assert len(arrays.bad) == 1 and "not an image" in arrays.bad[0][1]
+    assert arrays.x.shape == (len(samples) - 1, 24, 24, 3)
+    cached = load_arrays(samples, 24, "pad", cache_dir=tmp_path / "cache", workers=1)
+    assert np.array_equal(cached.x, arrays.x) and list(cached.patient) == list(arrays.patient)
+
+
+def _check_split(samples, seed, folds):
+    healthy = {s.patient for s in samples} - {s.patient for s in samples if s.label == 1}
+    split = split_by_patient(samples, seed=seed, folds=folds)
+    train, val, test = map(set, (split.train, split.val, split.test))
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == {s.patient for s in samples}
+    for part in (train, test):
+        assert part & healthy and part - healthy  # both kinds of donor on each side
+    for fold in patient_folds(samples, folds, seed):
+        assert set(fold) & healthy
+
+
+def test_split_is_by_patient_and_stratified(tmp_path):
+    samples = discover(make_nih_folder(tmp_path / "data", infected=10, healthy=5, cells=2))
+    _check_split(samples, seed=3, folds=5)
+    assert split_by_patient(samples, seed=3) == split_by_patient(samples, seed=3)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/datasets/malaria not present")
+def test_split_on_the_real_data_never_leaks_patients():
+    samples = discover(SHARED_DATA)
+    assert len({s.patient for s in samples}) > 100
+    for seed in (0, 1):
+        _check_split(samples, seed=seed, folds=5)
+
+
+def test_smoke_training_and_evaluation(tmp_path):
+    pytest.importorskip("tensorflow")
+    from training.evaluate import evaluate_run
+    from training.train import TrainConfig, fit
+
+    root = make_nih_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(root), out=str(out), image_size=32, epochs=1, batch_size=16, cache_dir=str(tmp_path / "cache"))
+    fit(cfg)
+    for name in ("model.keras", "history.json", "split.json", "config.json"):
+        assert (out / name).exists()
+    assert "not an image" in (out / "bad_files.txt").read_text()
+    result = evaluate_run(out)
+    assert 0.0 <= result["threshold"] <= 1.0 and result["temperature"] > 0
+    assert result["test"]["n"] > 0
+    for plot in ("training_curves", "roc", "pr", "confusion", "reliability", "gradcam"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
+    assert "Held-out test set" in (out / "report.md").read_text()
+    assert TrainConfig.load(out / "config.json") == cfg
+    # ...and the run converts to bundles the app loads, each scored on the run's test patients.
+    from click.testing import CliRunner
+
+    from edge_app.model import ModelBundle
+    from quantization.cli import main as quantize
+
+    res = CliRunner().invoke(quantize, ["convert", str(out), "--out", str(tmp_path / "models"), "--name", "smoke",
+                                        "--variant", "float32", "--variant", "int8", "--representative", "20"])
+    assert res.exit_code == 0, res.output
+    for variant in ("float32", "int8"):
+        bundle = ModelBundle(tmp_path / "models" / f"smoke-{variant}.tflite")
+        assert bundle.input.size == 32 and bundle.threshold == pytest.approx(result["threshold"])
+        assert bundle.meta["metrics"]["n"] == result["test"]["n"]
+    assert ModelBundle(tmp_path / "models" / "smoke-int8.tflite").input.dtype == "int8"

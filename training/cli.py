@@ -1,0 +1,78 @@
+"""The `malaria-train` command: fit a model, evaluate it, cross-validate it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import click
+
+from training.train import TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+def _train_options(fn):
+    opts = [
+        click.option("--out", default=_DEFAULTS.out, show_default=True, help="Output folder."),
+        click.option("--arch", default=_DEFAULTS.arch, show_default=True, type=click.Choice(["mobilenetv2", "baseline-cnn"])),
+        click.option("--image-size", default=_DEFAULTS.image_size, show_default=True, type=click.IntRange(32, 512)),
+        click.option("--width", default=_DEFAULTS.width, show_default=True, type=float, help="MobileNetV2 width multiplier (alpha)."),
+        click.option("--fit", default=_DEFAULTS.fit, show_default=True, type=click.Choice(["pad", "stretch"]), help="How a cell is fitted to the square input."),
+        click.option("--epochs", default=_DEFAULTS.epochs, show_default=True, type=click.IntRange(1)),
+        click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True, type=click.IntRange(1)),
+        click.option("--learning-rate", default=_DEFAULTS.learning_rate, show_default=True, type=float, help="Peak LR of the warm-up + cosine schedule."),
+        click.option("--patience", default=_DEFAULTS.patience, show_default=True, type=click.IntRange(1), help="Early stopping on validation AUC."),
+        click.option("--class-weights/--no-class-weights", default=_DEFAULTS.class_weights, show_default=True),
+        click.option("--augment/--no-augment", default=_DEFAULTS.augment, show_default=True),
+        click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int),
+        click.option("--folds", default=_DEFAULTS.folds, show_default=True, type=click.IntRange(3)),
+        click.option("--test-fold", default=_DEFAULTS.test_fold, show_default=True, type=click.IntRange(0)),
+        click.option("--init-weights", default=None, type=click.Path(exists=True, dir_okay=False), help="Local backbone weights (.weights.h5); enables head-then-fine-tune."),
+        click.option("--fine-tune-epochs", default=_DEFAULTS.fine_tune_epochs, show_default=True, type=click.IntRange(0)),
+        click.option("--target-sensitivity", default=_DEFAULTS.target_sensitivity, show_default=True, type=click.FloatRange(0.5, 1.0), help="Threshold is chosen on validation to reach this sensitivity."),
+        click.option("--cache-dir", default=_DEFAULTS.cache_dir, show_default=True, help="Where decoded arrays are cached."),
+        click.option("--max-images", default=None, type=click.IntRange(1), help="Train on a seeded subset (smoke runs)."),
+        click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False), help="A config.json of an earlier run: reproduce it (other options are ignored)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _config(data: str, config_file: str | None, **kwargs) -> TrainConfig:
+    if config_file:
+        return TrainConfig.load(config_file)
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(data=data, **{k: v for k, v in kwargs.items() if k in names})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train and evaluate the malaria cell classifier."""
+
+
+@main.command("fit")
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default=_DEFAULTS.data)
+@_train_options
+def fit_cmd(data, config_file, **kwargs) -> None:
+    """Train on an NIH-style DATA folder (Parasitized/, Uninfected/), then evaluate on the held-out patients."""
+    from training.evaluate import evaluate_run
+    from training.train import fit
+
+    cfg = _config(data, config_file, **kwargs)
+    fit(cfg)
+    evaluate_run(cfg.out)
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--gradcam/--no-gradcam", default=True, show_default=True)
+def evaluate_cmd(run_dir, gradcam) -> None:
+    """Evaluate a trained run folder on its held-out test patients: metrics, plots and report.md."""
+    from training.evaluate import evaluate_run
+
+    evaluate_run(run_dir, gradcam=gradcam)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Train one model on a patient-grouped split and save everything needed to reproduce and ship it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.data import Split, discover, load_arrays, split_by_patient
+
+
+@dataclass
+class TrainConfig:
+    """Defaults here are the shipped model's recipe; every run writes its own copy to config.json."""
+
+    data: str = "../shared/datasets/malaria/cell_images"
+    out: str = "runs/latest"
+    arch: str = "mobilenetv2"
+    image_size: int = 64
+    width: float = 0.35
+    fit: str = "pad"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    class_weights: bool = True
+    augment: bool = True
+    seed: int = 0
+    folds: int = 5
+    test_fold: int = 0
+    init_weights: str | None = None
+    fine_tune_epochs: int = 0
+    target_sensitivity: float = 0.98
+    cache_dir: str | None = ".cache/malaria-edge"
+    max_images: int | None = None  # for smoke runs: a seeded subset of the training patients' cells
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def augmenter(seed: int):
+    """Microscopy-safe augmentation: any orientation, small shifts/zoom, stain colour jitter; black fill like the background."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    geometric = keras.Sequential([
+        layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed),
+        layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
+    ])
+
+    def apply(x, y):
+        x = geometric(x, training=True)
+        x = tf.image.rot90(x, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+        x = x / 255.0
+        x = tf.image.random_brightness(x, 0.08)
+        x = tf.image.random_contrast(x, 0.85, 1.15)
+        x = tf.image.random_saturation(x, 0.8, 1.2)
+        x = tf.image.random_hue(x, 0.03)
+        return tf.clip_by_value(x, 0.0, 1.0) * 255.0, y
+
+    return apply
+
+
+def datasets(x_train, y_train, x_val, y_val, cfg: TrainConfig):
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train.astype("float32")))
+    train = train.shuffle(len(x_train), seed=cfg.seed, reshuffle_each_iteration=True)
+    train = train.batch(cfg.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.augment:
+        train = train.map(augmenter(cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
+    val = tf.data.Dataset.from_tensor_slices((x_val, y_val.astype("float32"))).batch(256)
+    val = val.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
+
+
+class EpochLog:
+    """Prints one line per epoch to stderr: the engineer sees progress without Keras's carriage-return bars."""
+
+    def __new__(cls, total: int):
+        import keras
+
+        class _Log(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
+                print(f"epoch {epoch + 1}/{total} {time.perf_counter() - self.t0:.0f}s {shown}", file=sys.stderr, flush=True)
+
+        return _Log()
+
+
+def compile_model(model, cfg: TrainConfig, steps: int, epochs: int, learning_rate: float):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10, decay_steps=max(1, steps * epochs), warmup_target=learning_rate, warmup_steps=steps,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.BinaryAccuracy(name="acc", threshold=0.0), keras.metrics.AUC(name="auc", from_logits=True)],
+    )
+
+
+def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
+    """Train per `cfg`; writes model.keras, history.json, split.json, config.json and bad_files.txt to cfg.out."""
+    import keras
+    import tensorflow as tf
+
+    from training.model import backbone_of, build_model
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    samples = discover(cfg.data)
+    split = split or split_by_patient(samples, cfg.seed, cfg.folds, cfg.test_fold)
+    arrays = load_arrays(samples, cfg.image_size, cfg.fit, cfg.cache_dir)
+    x_tr, y_tr = arrays.subset(split.train)
+    x_va, y_va = arrays.subset(split.val)
+    if cfg.max_images and len(x_tr) > cfg.max_images:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(x_tr), cfg.max_images, replace=False))
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    print(f"patients: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}; "
+          f"cells: train {len(x_tr)}, val {len(x_va)}", file=sys.stderr, flush=True)
+    (out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in arrays.bad))
+    if arrays.bad:
+        print(f"warning: {len(arrays.bad)} unreadable images skipped (listed in {out / 'bad_files.txt'})", file=sys.stderr)
+    (out / "split.json").write_text(json.dumps({"seed": cfg.seed, "folds": cfg.folds, "test_fold": cfg.test_fold, **split.to_json()}, indent=1))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    train_ds, val_ds = datasets(x_tr, y_tr, x_va, y_va, cfg)
+    steps = int(np.ceil(len(x_tr) / cfg.batch_size))
+    weights = None
+    if cfg.class_weights:
+        pos = float(y_tr.mean())
+        weights = {0: 0.5 / (1 - pos), 1: 0.5 / pos}
+    model = build_model(cfg.arch, cfg.image_size, cfg.width, cfg.init_weights)
+    callbacks = [
+        keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience, restore_best_weights=True),
+        EpochLog(cfg.epochs + cfg.fine_tune_epochs),
+    ]
+    history: dict[str, list[float]] = {}
+    phases = [(cfg.epochs, cfg.learning_rate)]
+    backbone = backbone_of(model)
+    if cfg.init_weights and backbone is not None and cfg.fine_tune_epochs:
+        backbone.trainable = False  # phase 1: train the head on frozen pretrained features
+        phases = [(cfg.epochs, cfg.learning_rate), (cfg.fine_tune_epochs, cfg.learning_rate / 10)]
+    start = time.perf_counter()
+    for i, (epochs, lr) in enumerate(phases):
+        if i == 1:
+            backbone.trainable = True
+        compile_model(model, cfg, steps, epochs, lr)
+        h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, callbacks=callbacks, verbose=0)
+        for k, v in h.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+    seconds = time.perf_counter() - start
+    model.save(out / "model.keras")
+    (out / "history.json").write_text(json.dumps({"seconds": seconds, **history}, indent=1))
+    print(f"trained in {seconds:.0f} s; saved {out / 'model.keras'}", file=sys.stderr)
+    tf.keras.backend.clear_session()
+    return {"seconds": seconds, "model": str(out / "model.keras"), "bad_files": len(arrays.bad)}
