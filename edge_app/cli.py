@@ -64,7 +64,7 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other")
-    fmt = fmt or ("jsonl" if output and output.lower().endswith((".jsonl", ".json")) else "csv")
+    fmt = fmt or ("jsonl" if output and output.lower().endswith(".jsonl") else "csv")
     try:
         files = expand_paths(paths, recursive=recursive)
     except FileNotFoundError as exc:
@@ -80,11 +80,16 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
         if not files:
             click.echo("warning: no image files found in the given paths", err=True)
         stream = decode_stream(todo, bundle.input.size, bundle.fit, workers=threads)
-        if sys.stderr.isatty() and todo:
-            with click.progressbar(length=len(todo), label="Classifying", file=sys.stderr) as bar:
-                summary = classify_stream(bundle, stream, writer, batch_size, threshold, on_row=lambda _: bar.update(1))
-        else:
-            summary = classify_stream(bundle, stream, writer, batch_size, threshold)
+        try:
+            if sys.stderr.isatty() and todo:
+                with click.progressbar(length=len(todo), label="Classifying", file=sys.stderr) as bar:
+                    summary = classify_stream(bundle, stream, writer, batch_size, threshold, on_row=lambda _: bar.update(1))
+            else:
+                summary = classify_stream(bundle, stream, writer, batch_size, threshold)
+        except KeyboardInterrupt:
+            hint = " rerun the same command with --resume to finish" if output else ""
+            click.echo(f"\ninterrupted; rows written so far are kept;{hint}", err=True)
+            sys.exit(130)
     summary.skipped = len(files) - len(todo)
     click.echo(summary.text(), err=True)
     earlier_errors = sum(1 for r in writer.previous if r.get("status") == "error")

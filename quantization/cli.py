@@ -65,5 +65,40 @@ def convert(run_dir, out, name, variants, representative, int8_input) -> None:
                    f"ROC AUC {scores['roc_auc']:.4f}", err=True)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="An NIH-style folder to score on instead of the run's test patients.")
+@click.option("--threads", default="1,2,4", show_default=True, help="Comma-separated interpreter thread counts.")
+@click.option("--repeats", default=200, show_default=True, type=click.IntRange(5), help="Single-image timings per thread count.")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON here and the Markdown beside it (.md).")
+def benchmark(run_dir, models, data, threads, repeats, batch, out) -> None:
+    """Size, accuracy, agreement with the float model, latency and memory of MODELS (TFLite bundles) for RUN_DIR."""
+    import keras
+
+    from quantization.benchmark import benchmark as run_benchmark
+    from quantization.benchmark import markdown
+    from training.data import discover, load_arrays
+    from training.train import TrainConfig
+
+    run = Path(run_dir)
+    cfg = TrainConfig.load(run / "config.json")
+    if data:
+        arrays = load_arrays(discover(data), cfg.image_size, cfg.fit, cfg.cache_dir)
+        x, y = arrays.x, arrays.y
+    else:
+        split = json.loads((run / "split.json").read_text())
+        x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(split["test"])
+    result = run_benchmark(models, x, y, keras.models.load_model(run / "model.keras"),
+                           tuple(int(t) for t in threads.split(",")), repeats, batch)
+    table = markdown(result)
+    click.echo(table)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+        Path(out).with_suffix(".md").write_text(table)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -74,5 +74,30 @@ def evaluate_cmd(run_dir, gradcam) -> None:
     evaluate_run(run_dir, gradcam=gradcam)
 
 
+@main.command("cv")
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default=_DEFAULTS.data)
+@_train_options
+def cv_cmd(data, config_file, **kwargs) -> None:
+    """Patient-grouped k-fold cross-validation: one model per fold; writes OUT/cv.json and fold folders."""
+    from training.crossval import cross_validate
+
+    cross_validate(_config(data, config_file, **kwargs), kwargs["out"])
+
+
+@main.command("compare")
+@click.argument("model_cv", type=click.Path(exists=True, dir_okay=False))
+@click.argument("baseline_cv", type=click.Path(exists=True, dir_okay=False))
+def compare_cmd(model_cv, baseline_cv) -> None:
+    """Print a Markdown table comparing two cv.json files made under the same folds."""
+    import json
+
+    from training.crossval import compare_markdown
+
+    try:
+        click.echo(compare_markdown(json.loads(open(model_cv).read()), json.loads(open(baseline_cv).read())))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 if __name__ == "__main__":
     main()

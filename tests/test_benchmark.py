@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+
+from quantization.benchmark import benchmark, markdown
+from tests.conftest import TINY_SIZE
+
+
+def test_benchmark_table_on_the_tiny_model(tiny_models, tiny_keras_model):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    x[:20, ..., 0] = 250  # red half: Parasitized by construction
+    x[20:, ..., 2] = 250
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    result = benchmark([tiny_models["float32"], tiny_models["int8"]], x, y, tiny_keras_model, threads=(1, 2), repeats=10, batch=4)
+    ref, f32, i8 = result["rows"]
+    assert ref["model"].startswith("keras") and ref["accuracy"] == 1.0
+    for row in (f32, i8):
+        assert row["accuracy"] == 1.0 and row["agreement"] == 1.0 and row["roc_auc"] == 1.0
+        assert row["size_kb"] > 0 and row["load_ms"] > 0 and row["peak_rss_mb"] > 10
+        for n in ("1", "2"):
+            lat = row["latency"][n]
+            assert 0 < lat["single"]["p50_ms"] <= lat["single"]["p95_ms"]
+            assert lat["batch4"]["p50_ms"] > 0
+    table = markdown(result)
+    assert "tiny-int8.tflite" in table and "2t batch4 ms/img" in table and "Peak RSS" in table

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from training.crossval import compare_markdown, summarise
+from tests.test_training import make_nih_folder
+
+
+def _fold(acc, auc):
+    return {"accuracy@0.5": acc, "accuracy": acc - 0.01, "sensitivity": 0.98, "specificity": 0.9, "roc_auc": auc, "pr_auc": auc}
+
+
+def test_summary_mean_and_spread():
+    s = summarise([_fold(0.96, 0.99), _fold(0.98, 0.995)])
+    assert s["accuracy@0.5"]["mean"] == pytest.approx(0.97)
+    assert s["accuracy@0.5"]["std"] == pytest.approx(0.01414, abs=1e-4)
+
+
+def test_compare_refuses_different_folds():
+    a = {"config": {"arch": "a", "seed": 0, "folds": 5, "data": "d"}, "summary": summarise([_fold(0.97, 0.99)] * 2)}
+    b = {"config": {"arch": "b", "seed": 1, "folds": 5, "data": "d"}, "summary": summarise([_fold(0.95, 0.98)] * 2)}
+    with pytest.raises(ValueError, match="seed"):
+        compare_markdown(a, b)
+    b["config"]["seed"] = 0
+    table = compare_markdown(a, b)
+    assert "+2.00 pp" in table and "+0.0100" in table
+
+
+def test_cross_validation_runs_every_fold(tmp_path):
+    pytest.importorskip("tensorflow")
+    from training.crossval import cross_validate
+    from training.train import TrainConfig
+
+    root = make_nih_folder(tmp_path / "data", infected=6, healthy=3, cells=3)
+    cfg = TrainConfig(data=str(root), arch="baseline-cnn", image_size=32, epochs=1, batch_size=16, folds=3,
+                      cache_dir=str(tmp_path / "cache"))
+    result = cross_validate(cfg, tmp_path / "cv")
+    assert len(result["folds"]) == 3
+    tested = set()
+    for k in range(3):
+        tested |= set(json.loads((tmp_path / "cv" / f"fold{k}" / "split.json").read_text())["test"])
+    assert len(tested) == 9  # every patient is tested exactly once across the folds
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"]["roc_auc"]["mean"] >= 0
