@@ -6,6 +6,7 @@ Exit codes: 0 all inputs classified, 1 the job ran but some inputs failed,
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -114,7 +115,8 @@ def info(model) -> None:
         if meta.get(key):
             click.echo(f"{key}:")
             for k, v in meta[key].items():
-                click.echo(f"  {k}: {v}")
+                shown = json.dumps(v) if isinstance(v, (dict, list)) else v
+                click.echo(f"  {k}: {shown}")
 
 
 if __name__ == "__main__":

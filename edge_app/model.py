@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,6 @@ def default_model_path() -> Path:
     env = os.environ.get("MALARIA_EDGE_MODEL")
     if env:
         return Path(env)
-    import sys
-
     candidates = [
         Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME,
         Path(sys.prefix) / "share" / "malaria-edge" / "models" / DEFAULT_MODEL_NAME,

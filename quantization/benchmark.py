@@ -1,14 +1,17 @@
 """One table for every model variant: size, accuracy kept, agreement with the float model, latency, load time, memory.
 
-Latency and memory are measured in a fresh process per model (spawned, so
-it imports only the app's runtime, as on the Pi): the peak RSS is then the
-model's own, not this process's TensorFlow.
+Latency and memory are measured in a fresh interpreter per model
+(quantization.latency, which imports only the app, as on the Pi): the peak
+RSS is then the app's and the model's, not this process's TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,49 +23,19 @@ from training import metrics as M
 THREADS = (1, 2, 4)
 
 
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
-
-
-def _measure(path: str, x: np.ndarray, threads: Sequence[int], repeats: int, batch: int, queue) -> None:
-    """Child process: load time, per-image latency (single and batched) per thread count, peak RSS."""
-    import resource
-
-    from edge_app.model import ModelBundle
-
-    out: dict = {"latency": {}}
-    for n in threads:
-        t0 = time.perf_counter()
-        model = ModelBundle(path, threads=n)
-        load = time.perf_counter() - t0
-        out.setdefault("load_ms", load * 1000)
-        model.predict(x[:1])  # warm-up
-        single = []
-        for i in range(repeats):
-            t = time.perf_counter()
-            model.predict(x[i % len(x):i % len(x) + 1])
-            single.append(time.perf_counter() - t)
-        xb = x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
-        model.predict(xb)
-        batched = []
-        for _ in range(max(3, repeats // batch)):
-            t = time.perf_counter()
-            model.predict(xb)
-            batched.append((time.perf_counter() - t) / batch)
-        out["latency"][str(n)] = {"single": _percentiles(single), f"batch{batch}": _percentiles(batched)}
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(out)
-
-
 def measure_in_subprocess(path: str | Path, x: np.ndarray, threads: Sequence[int] = THREADS, repeats: int = 200, batch: int = 32) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(str(path), x[: max(batch, 64)], tuple(threads), repeats, batch, queue))
-    proc.start()
-    result = queue.get(timeout=600)
-    proc.join()
-    return result
+    """Latency, load time and peak RSS of one bundle, measured by quantization.latency in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pixels = Path(tmp) / "pixels.npy"
+        np.save(pixels, x[: max(batch, 64)])
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        res = subprocess.run([sys.executable, "-m", "quantization.latency", str(path), str(pixels),
+                              ",".join(map(str, threads)), str(repeats), str(batch)],
+                             capture_output=True, text=True, env=env, timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"latency measurement of {path} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def benchmark(tflite_paths: Sequence[str | Path], x: np.ndarray, y: np.ndarray, keras_model=None,

@@ -17,6 +17,7 @@ def test_benchmark_table_on_the_tiny_model(tiny_models, tiny_keras_model):
     for row in (f32, i8):
         assert row["accuracy"] == 1.0 and row["agreement"] == 1.0 and row["roc_auc"] == 1.0
         assert row["size_kb"] > 0 and row["load_ms"] > 0 and row["peak_rss_mb"] > 10
+        assert row["heavy_modules"] == []  # measured like the app runs: no tensorflow, no scipy
         for n in ("1", "2"):
             lat = row["latency"][n]
             assert 0 < lat["single"]["p50_ms"] <= lat["single"]["p95_ms"]
