@@ -9,7 +9,7 @@ that cannot install it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import import_module
 from typing import Any
 
 _CANDIDATES = (
@@ -25,8 +25,17 @@ class RuntimeMissing(RuntimeError):
 @dataclass(frozen=True)
 class Runtime:
     name: str
-    version: str
     interpreter_class: Any
+
+    @property
+    def version(self) -> str:
+        # importlib.metadata costs ~50 ms to import: only `info` pays it, not every classify start.
+        from importlib import metadata
+
+        try:
+            return metadata.version(self.name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
     def interpreter(self, model_path: str, threads: int) -> Any:
         return self.interpreter_class(model_path=model_path, num_threads=threads)
@@ -39,11 +48,7 @@ def find_runtime() -> Runtime:
             mod = import_module(module)
         except ImportError:
             continue
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        return Runtime(dist, version, mod.Interpreter)
+        return Runtime(dist, mod.Interpreter)
     raise RuntimeMissing(
         "no TFLite runtime found: install one with 'pip install ai-edge-litert' "
         "(or 'pip install tflite-runtime' where ai-edge-litert has no wheel)"
