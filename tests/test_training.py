@@ -1,3 +1,5 @@
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,21 @@ def test_smoke_training_and_evaluation(tmp_path):
         assert bundle.input.size == 32 and bundle.threshold == pytest.approx(result["threshold"])
         assert bundle.meta["metrics"]["n"] == result["test"]["n"]
     assert ModelBundle(tmp_path / "models" / "smoke-int8.tflite").input.dtype == "int8"
+
+
+def test_config_file_reproduces_a_run_with_typed_overrides(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import training.cli as cli
+    from training.train import TrainConfig
+
+    saved = TrainConfig(data=str(tmp_path), out=str(tmp_path / "first"), image_size=48, epochs=7, seed=5)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(saved)))
+    seen = []
+    monkeypatch.setattr("training.train.fit", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr("training.evaluate.evaluate_run", lambda out: None)
+    res = CliRunner().invoke(cli.main, ["fit", str(tmp_path), "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    (cfg,) = seen
+    assert cfg.out == str(tmp_path / "again")  # typed: replaces the saved value
+    assert (cfg.image_size, cfg.epochs, cfg.seed) == (48, 7, 5)  # not typed: as saved, not the defaults

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import click
+from click.core import ParameterSource
 
 from training.train import TrainConfig
 
@@ -32,7 +33,7 @@ def _train_options(fn):
         click.option("--target-sensitivity", default=_DEFAULTS.target_sensitivity, show_default=True, type=click.FloatRange(0.5, 1.0), help="Threshold is chosen on validation to reach this sensitivity."),
         click.option("--cache-dir", default=_DEFAULTS.cache_dir, show_default=True, help="Where decoded arrays are cached."),
         click.option("--max-images", default=None, type=click.IntRange(1), help="Train on a seeded subset (smoke runs)."),
-        click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False), help="A config.json of an earlier run: reproduce it (other options are ignored)."),
+        click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False), help="A config.json of an earlier run: reproduce it; options typed on the command line (e.g. --out) replace its values."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -40,10 +41,14 @@ def _train_options(fn):
 
 
 def _config(data: str, config_file: str | None, **kwargs) -> TrainConfig:
-    if config_file:
-        return TrainConfig.load(config_file)
+    """Options from the command line, or a saved config.json with only the options typed on the command line replacing its values."""
     names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(data=data, **{k: v for k, v in kwargs.items() if k in names})
+    given = {k: v for k, v in {"data": data, **kwargs}.items() if k in names}
+    if not config_file:
+        return TrainConfig(**given)
+    ctx = click.get_current_context()
+    typed = {k: v for k, v in given.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    return replace(TrainConfig.load(config_file), **typed)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

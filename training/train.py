@@ -115,7 +115,8 @@ def compile_model(model, cfg: TrainConfig, steps: int, epochs: int, learning_rat
 
 
 def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
-    """Train per `cfg`; writes model.keras, history.json, split.json, config.json and bad_files.txt to cfg.out."""
+    """Train per `cfg`; writes model.keras (and checkpoint.keras while training), history.json, split.json,
+    config.json and bad_files.txt to cfg.out."""
     import keras
     import tensorflow as tf
 
@@ -149,6 +150,8 @@ def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
     model = build_model(cfg.arch, cfg.image_size, cfg.width, cfg.init_weights)
     callbacks = [
         keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience, restore_best_weights=True),
+        # the best model so far survives a killed or crashed run
+        keras.callbacks.ModelCheckpoint(out / "checkpoint.keras", monitor="val_auc", mode="max", save_best_only=True),
         EpochLog(cfg.epochs + cfg.fine_tune_epochs),
     ]
     history: dict[str, list[float]] = {}
