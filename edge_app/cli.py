@@ -119,5 +119,23 @@ def info(model) -> None:
                 click.echo(f"  {k}: {shown}")
 
 
+@main.command()
+@model_option
+@click.option("--output-dir", type=click.Path(), default=".", show_default=True, help="Where results will be written.")
+def doctor(model, output_dir) -> None:
+    """Check this device: Python, TFLite runtime, model, camera, free disk, output folder.
+
+    Prints one line per check with the fix for each failure; exits 1 if any check failed.
+    """
+    from edge_app.doctor import run_checks
+
+    checks = run_checks(model or default_model_path(), output_dir)
+    for check in checks:
+        click.echo(check.line())
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    click.echo(f"\n{len(failed)} failed: {', '.join(failed)}" if failed else "\nall checks passed")
+    sys.exit(1 if failed else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,116 @@
+"""Self-checks for a device in the field: each says pass, warn or fail, and how to fix a failure.
+
+A field worker with no developer nearby needs one command that says whether
+the Pi can do its job, and what to type when it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.model import ModelBundle, ModelError
+from edge_app.runtime import RuntimeMissing, find_runtime
+
+MIN_PYTHON = (3, 10)
+MIN_FREE_MB = 200  # a day of results and annotated fields; below this, runs may stop on a full disk
+WARN_FREE_MB = 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "PASS", "WARN" or "FAIL"
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:4s}  {self.name}: {self.detail}"
+        return f"{text}\n      fix: {self.fix}" if self.fix and self.status != "PASS" else text
+
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
+    shown = ".".join(map(str, version))
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return Check("python", "PASS", shown)
+    return Check("python", "FAIL", f"{shown} is too old (need {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+)",
+                 "use Raspberry Pi OS Bookworm (Python 3.11) or newer")
+
+
+def check_runtime() -> Check:
+    try:
+        rt = find_runtime()
+    except RuntimeMissing as exc:
+        return Check("tflite runtime", "FAIL", "none importable", str(exc))
+    return Check("tflite runtime", "PASS", f"{rt.name} {rt.version}")
+
+
+def check_model(path: str | Path) -> Check:
+    """Load the bundle (sha256, shape and dtype checks) and run one inference on a blank image."""
+    try:
+        model = ModelBundle(path)
+        p = model.predict(np.zeros((1, model.input.size, model.input.size, 3), np.uint8))
+    except ModelError as exc:
+        return Check("model", "FAIL", str(exc), "reinstall the app or copy the .tflite and .json from the install bundle again")
+    if not np.all(np.isfinite(p)):
+        return Check("model", "FAIL", f"{path}: inference returned {p}", "reinstall the model")
+    return Check("model", "PASS", f"{model.name} ({Path(path).stat().st_size // 1024} KiB, sha256 verified, test inference ok)")
+
+
+def check_camera() -> Check:
+    """Only capture needs a camera, so a missing one is a warning."""
+    try:
+        from picamera2 import Picamera2
+    except ImportError:
+        return Check("camera", "WARN", "picamera2 is not installed (only needed for capture)",
+                     "sudo apt install python3-picamera2, and create the venv with --system-site-packages")
+    try:
+        cameras = Picamera2.global_camera_info()
+    except Exception as exc:  # libcamera errors come in many types
+        return Check("camera", "WARN", f"picamera2 could not list cameras ({exc})", "check the ribbon cable and run 'rpicam-hello --list-cameras'")
+    if not cameras:
+        return Check("camera", "WARN", "no camera detected", "check the ribbon cable and that the camera is enabled; 'rpicam-hello --list-cameras'")
+    names = ", ".join(str(c.get("Model", "camera")) for c in cameras)
+    return Check("camera", "PASS", f"{len(cameras)} found: {names}")
+
+
+def check_disk(folder: str | Path) -> Check:
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    detail = f"{free_mb:,.0f} MB free at {folder}"
+    if free_mb < MIN_FREE_MB:
+        return Check("disk", "FAIL", detail, f"free at least {MIN_FREE_MB} MB: move old results to a USB stick")
+    if free_mb < WARN_FREE_MB:
+        return Check("disk", "WARN", detail, "less than 1 GB left: move old results off the device soon")
+    return Check("disk", "PASS", detail)
+
+
+def check_writable(folder: str | Path) -> Check:
+    """Write, sync and delete a file where results will go: the same operations a classify run performs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return Check("output folder", "FAIL", f"{folder} is not a folder", f"mkdir -p {folder}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".malaria-edge-doctor-", dir=folder)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        return Check("output folder", "FAIL", f"cannot write to {folder} ({exc.strerror})",
+                     f"sudo chown $USER {folder}, or choose another folder")
+    return Check("output folder", "PASS", f"{folder} is writable")
+
+
+def run_checks(model: str | Path, output_dir: str | Path) -> list[Check]:
+    checks = [check_python(), check_runtime(), check_model(model), check_camera(), check_writable(output_dir)]
+    if Path(output_dir).is_dir():
+        checks.append(check_disk(output_dir))
+    return checks
