@@ -30,6 +30,10 @@ def _load_model(model: str | None, threads: int) -> ModelBundle:
         raise SetupError(str(exc)) from None
 
 
+def _format_for(output: str | None, fmt: str | None) -> str:
+    return fmt or ("jsonl" if output and output.lower().endswith(".jsonl") else "csv")
+
+
 def _default_threads() -> int:
     return min(4, os.cpu_count() or 1)
 
@@ -65,7 +69,7 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
     """
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other")
-    fmt = fmt or ("jsonl" if output and output.lower().endswith(".jsonl") else "csv")
+    fmt = _format_for(output, fmt)
     try:
         files = expand_paths(paths, recursive=recursive)
     except FileNotFoundError as exc:
@@ -117,6 +121,44 @@ def info(model) -> None:
             for k, v in meta[key].items():
                 shown = json.dumps(v) if isinstance(v, (dict, list)) else v
                 click.echo(f"  {k}: {shown}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@model_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="Results file; created, or continued if it exists.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: from --output's suffix, else csv).")
+@click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True, help="Seconds between looks at the folder.")
+@click.option("--settle", type=click.FloatRange(0.0), default=1.0, show_default=True, help="Seconds a file must stay unchanged before it is read.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+def watch(folder, model, output, fmt, interval, settle, recursive, threads, batch_size) -> None:
+    """Classify images as they appear in FOLDER, until stopped (Ctrl-C or SIGTERM).
+
+    Each image is classified once: images already in --output are skipped,
+    also after a restart. Meant to run as a systemd service (see deploy/).
+    """
+    import signal
+    import threading
+
+    from edge_app.watch import watch as watch_folder
+
+    bundle = _load_model(model, threads)
+    try:
+        writer = ResultWriter(output, _format_for(output, fmt), resume=True)
+    except (OutputError, OSError) as exc:
+        raise SetupError(str(exc)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"watching {folder} every {interval:g} s; results to {output} ({len(writer.done_paths)} already there)", err=True)
+    if not os.path.isdir(folder):
+        click.echo(f"warning: {folder} does not exist yet; waiting for it to appear (a USB stick?)", err=True)
+    with writer:
+        total = watch_folder(folder, bundle, writer, stop, interval, settle, batch_size, threads, recursive,
+                             on_batch=lambda s: click.echo(s.text(), err=True))
+    click.echo(f"stopped; this session: {total.text()}", err=True)
 
 
 @main.command()

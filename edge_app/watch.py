@@ -1,0 +1,85 @@
+"""Classify images as they arrive in a folder (from the camera or a USB stick), each exactly once.
+
+Polling, not inotify: it works the same on SD cards, USB sticks (FAT) and
+network mounts, and costs nothing measurable at a few-second interval. A
+file is taken only once its size and modification time have stood still for
+`settle` seconds, so a half-copied image is not classified as corrupt. The
+results file is the only state: after a restart, everything already in it
+is skipped, so each image appears once however often the service restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from edge_app.classify import Summary, classify_stream
+from edge_app.model import ModelBundle
+from edge_app.results import ResultWriter
+from edge_app.sources import decode_stream, expand_paths
+
+
+@dataclass
+class SettleTracker:
+    """Remembers each unseen file's (size, mtime) and when it last changed; a file is ready once unchanged for `settle` s."""
+
+    settle: float
+    _seen: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
+
+    def ready(self, paths: list[str], now: float) -> list[str]:
+        out = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError:  # vanished, or a dangling link: nothing to take yet
+                self._seen.pop(p, None)
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            prev = self._seen.get(p)
+            if prev is None or prev[0] != sig:
+                self._seen[p] = (sig, now)
+            elif now - prev[1] >= self.settle:
+                out.append(p)
+        return out
+
+    def forget(self, paths: list[str]) -> None:
+        for p in paths:
+            self._seen.pop(p, None)
+
+
+def watch(
+    folder: str,
+    model: ModelBundle,
+    writer: ResultWriter,
+    stop: threading.Event,
+    interval: float = 2.0,
+    settle: float = 1.0,
+    batch_size: int = 32,
+    threads: int = 2,
+    recursive: bool = True,
+    on_batch: Callable[[Summary], None] | None = None,
+) -> Summary:
+    """Poll `folder` until `stop` is set; returns the totals of this session."""
+    done = set(writer.done_paths)
+    tracker = SettleTracker(settle)
+    total = Summary()
+    while not stop.is_set():
+        try:
+            candidates = [p for p in expand_paths([folder], recursive) if p not in done]
+        except FileNotFoundError:  # a USB stick unplugged: wait for it to come back
+            candidates = []
+        ready = tracker.ready(candidates, time.monotonic())
+        if ready:
+            summary = classify_stream(model, decode_stream(ready, model.input.size, model.fit, threads), writer, batch_size)
+            done.update(ready)
+            tracker.forget(ready)
+            total.labels.update(summary.labels)
+            total.errors += summary.errors
+            total.seconds += summary.seconds
+            if on_batch:
+                on_batch(summary)
+        stop.wait(interval)
+    return total
