@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install malaria-edge from this offline bundle: no network needed.
+#
+#   ./install.sh                     # into ~/malaria-edge (a venv that also sees apt's python3-picamera2)
+#   ./install.sh --prefix /opt/malaria-edge
+#   ./install.sh --dry-run           # print what would be done, change nothing
+#   ./install.sh --no-system-site    # a venv that sees no system packages (machines without a camera)
+#
+# Safe to run again: it reuses the venv and reinstalls the bundle's version.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+prefix="$HOME/malaria-edge"
+dry=0
+site="--system-site-packages"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="$2"; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    --no-system-site) site=""; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() {
+  echo "+ $*"
+  if [ "$dry" = 0 ]; then "$@"; fi
+}
+
+cd "$here"
+echo "checking the bundle's files against SHA256SUMS"
+if ! sha256sum --quiet -c SHA256SUMS; then
+  echo "install.sh: the bundle is damaged (checksum mismatch above): copy it again" >&2
+  exit 1
+fi
+
+python3 - <<'EOF' || { echo "install.sh: Python 3.10 or newer is needed (Raspberry Pi OS Bookworm has 3.11)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+EOF
+
+if [ -x "$prefix/bin/python" ]; then
+  echo "reusing the virtual environment at $prefix"
+else
+  # shellcheck disable=SC2086  # $site is one flag or none
+  step python3 -m venv $site "$prefix"
+fi
+step "$prefix/bin/python" -m pip install --no-index --find-links "$here/wheels" --upgrade --quiet malaria-edge
+if [ "$dry" = 0 ]; then
+  echo
+  "$prefix/bin/malaria-edge" doctor --output-dir "$HOME" || true  # report, do not undo the install
+  echo
+  echo "installed: $prefix/bin/malaria-edge"
+  echo "for unattended use, see malaria-edge-watch.service in this folder"
+fi
