@@ -7,9 +7,8 @@ run its install.sh there with no network:
     python deploy/build_bundle.py --target native    # this machine's platform and Python (for testing)
 
 pip resolves the app wheel's own requirements (setup.cfg) for the target
-platform, so this file never repeats the dependency list. The only addition
-is the numpy pin for the Pi: Bookworm's python3-picamera2 and simplejpeg are
-built against its numpy 1.24, and numpy 2 breaks them.
+platform, so this file never repeats the dependency list. The only additions
+are the Pi's pins (PI_PINS), each with its reason.
 """
 
 from __future__ import annotations
@@ -29,7 +28,12 @@ UNIT = ROOT / "deploy" / "raspberry-pi" / "malaria-edge-watch.service"
 
 # Bookworm's glibc is 2.36: every manylinux tag up to it runs there.
 PI_PLATFORMS = [f"manylinux_2_{n}_aarch64" for n in range(17, 37)] + ["manylinux2014_aarch64", "linux_aarch64"]
-PI_PINS = ["numpy==1.24.2"]  # Debian Bookworm's python3-numpy
+PI_PINS = [
+    "numpy==1.24.2",  # Debian Bookworm's python3-numpy: apt's picamera2 and simplejpeg break with numpy 2
+    # The newest release whose aarch64 wheel runs under deploy/emulate_pi.sh (qemu 7.2, Cortex-A72):
+    # 2.2.0 and 2.3.0 crash there when the interpreter is created. Real Pi hardware is not tested yet.
+    "ai-edge-litert==2.1.6",
+]
 
 
 def run(cmd: list[str]) -> None:
