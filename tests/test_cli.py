@@ -204,3 +204,28 @@ def test_runs_offline_without_tensorflow(cells_dir, tiny_model, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "NETWORK_ATTEMPTS 0 HEAVY_MODULES []" in res.stderr
     assert len(_csv(res.stdout)) == 6
+
+
+def test_progress_bar_only_on_a_terminal(cells_dir, tiny_model):
+    import pty
+
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "edge_app.cli", "classify", str(cells_dir), "--model", str(tiny_model)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=REPO)
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed its side
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    on_tty = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0 and "Classifying" in on_tty and "6 images" in on_tty
+    assert len(_csv(out.decode())) == 6  # results on stdout are untouched by the bar
+    piped = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert "Classifying" not in piped.stderr and "6 images" in piped.stderr
