@@ -53,7 +53,9 @@ def classify_stream(
     """Run the model over decoded images, writing every input's row (ok or error) batch by batch.
 
     Rows are written in input order; an error row waits for the batch it
-    sits in, so the output order never depends on timing.
+    sits in, so the output order never depends on timing. The first batch
+    holds one image, so the first result appears without waiting for a full
+    batch to decode.
     """
     cut = model.threshold if threshold is None else threshold
     summary = Summary()
@@ -79,10 +81,12 @@ def classify_stream(
                 on_row(row)
         pending.clear()
 
+    target = 1  # the first row goes out after one image: the user sees a result at once, then full batches
     for item in images:
         pending.append(item)
-        if sum(d.pixels is not None for d in pending) >= batch_size or len(pending) >= 4 * batch_size:
+        if sum(d.pixels is not None for d in pending) >= target or len(pending) >= 4 * batch_size:
             flush()
+            target = batch_size
     if pending:
         flush()
     summary.seconds = time.perf_counter() - start
