@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the development environment (app + training + tests) in .venv and run the test suite.
+# Set up the development environment in .venv: the app, training and quantization (tensorflow), and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -7,4 +7,3 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[train,test]"
-exec .venv/bin/python -m pytest "$@"
