@@ -70,13 +70,11 @@ def reliability(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray, path: Path)
 
 
 def _gradcam_layer(backbone):
-    """The deepest layer with at least a 4x4 map: the last one is 2x2 at 64 px, too coarse to show anything."""
-    best = None
-    for layer in backbone.layers:
-        shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if shape and len(shape) == 4 and shape[1] and shape[1] >= 4:
-            best = layer
-    return best
+    """The deepest activation with at least a 4x4 map: the last one is 2x2 at 64 px, too coarse to show anything."""
+    from keras import layers
+
+    maps = [l for l in backbone.layers if isinstance(l, layers.ReLU) and (l.output.shape[1] or 0) >= 4]
+    return maps[-1]
 
 
 def gradcam(model, x: np.ndarray) -> np.ndarray:
@@ -91,8 +89,8 @@ def gradcam(model, x: np.ndarray) -> np.ndarray:
         raise ValueError("Grad-CAM needs a model with a backbone")
     layer = _gradcam_layer(backbone)
     feats = keras.Model(backbone.inputs, [layer.output, backbone.output])
-    head = [l for l in model.layers[model.layers.index(backbone) + 1:]]
-    pre = [l for l in model.layers[1:model.layers.index(backbone)]]
+    at = model.layers.index(backbone)
+    pre, head = model.layers[1:at], model.layers[at + 1:]
     inp = tf.convert_to_tensor(x.astype(np.float32))
     with tf.GradientTape() as tape:
         h = inp

@@ -83,22 +83,18 @@ def datasets(x_train, y_train, x_val, y_val, cfg: TrainConfig):
     return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
 
 
-class EpochLog:
-    """Prints one line per epoch to stderr: the engineer sees progress without Keras's carriage-return bars."""
+def epoch_logger(total: int):
+    """One line per epoch on stderr: the engineer sees progress without Keras's carriage-return bars."""
+    import keras
 
-    def __new__(cls, total: int):
-        import keras
+    started: dict[int, float] = {}
 
-        class _Log(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t0 = time.perf_counter()
+    def end(epoch: int, logs: dict | None) -> None:
+        shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, float))
+        print(f"epoch {epoch + 1}/{total} {time.perf_counter() - started[epoch]:.0f}s {shown}", file=sys.stderr, flush=True)
 
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
-                print(f"epoch {epoch + 1}/{total} {time.perf_counter() - self.t0:.0f}s {shown}", file=sys.stderr, flush=True)
-
-        return _Log()
+    return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.__setitem__(epoch, time.perf_counter()),
+                                          on_epoch_end=end)
 
 
 def compile_model(model, cfg: TrainConfig, steps: int, epochs: int, learning_rate: float):
@@ -152,7 +148,7 @@ def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
         keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience, restore_best_weights=True),
         # the best model so far survives a killed or crashed run
         keras.callbacks.ModelCheckpoint(out / "checkpoint.keras", monitor="val_auc", mode="max", save_best_only=True),
-        EpochLog(cfg.epochs + cfg.fine_tune_epochs),
+        epoch_logger(cfg.epochs + cfg.fine_tune_epochs),
     ]
     history: dict[str, list[float]] = {}
     phases = [(cfg.epochs, cfg.learning_rate)]
