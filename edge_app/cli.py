@@ -101,6 +101,15 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
     sys.exit(1 if summary.errors or earlier_errors else 0)
 
 
+def _rounded(v):
+    """Metrics to 4 decimals for reading; the sidecar keeps full precision."""
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return v
+
+
 @main.command()
 @model_option
 def info(model) -> None:
@@ -119,7 +128,7 @@ def info(model) -> None:
         if meta.get(key):
             click.echo(f"{key}:")
             for k, v in meta[key].items():
-                shown = json.dumps(v) if isinstance(v, (dict, list)) else v
+                shown = json.dumps(_rounded(v)) if isinstance(v, (dict, list)) else _rounded(v)
                 click.echo(f"  {k}: {shown}")
 
 
