@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class TrainConfig:
     target_sensitivity: float = 0.98
     cache_dir: str | None = ".cache/malaria-edge"
     max_images: int | None = None  # for smoke runs: a seeded subset of the training patients' cells
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
