@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -41,3 +42,15 @@ def test_cross_validation_runs_every_fold(tmp_path):
         tested |= set(json.loads((tmp_path / "cv" / f"fold{k}" / "split.json").read_text())["test"])
     assert len(tested) == 9  # every patient is tested exactly once across the folds
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"]["roc_auc"]["mean"] >= 0
+
+    # An interrupted cross-validation resumes: finished folds with the same config are not retrained...
+    (tmp_path / "cv" / "fold2" / "evaluation.json").unlink()
+    trained = {k: (tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns for k in range(3)}
+    again = cross_validate(cfg, tmp_path / "cv")
+    assert again["folds"][:2] == result["folds"][:2]
+    now = {k: (tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns for k in range(3)}
+    assert [now[k] == trained[k] for k in range(3)] == [True, True, False]
+    # ...but a changed recipe retrains them all.
+    changed = cross_validate(replace(cfg, batch_size=8), tmp_path / "cv")
+    assert all((tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns != now[k] for k in range(3))
+    assert len(changed["folds"]) == 3

@@ -30,18 +30,36 @@ def summarise(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
             for k in REPORTED}
 
 
+def _finished(cfg: TrainConfig) -> dict | None:
+    """A fold's evaluation from an earlier, interrupted cross-validation, if it was made with this very config."""
+    run = Path(cfg.out)
+    try:
+        if TrainConfig.load(run / "config.json") == cfg:
+            return json.loads((run / "evaluation.json").read_text())
+    except (OSError, TypeError, ValueError):
+        pass
+    return None
+
+
 def cross_validate(base: TrainConfig, out: str | Path) -> dict:
-    """Train and evaluate one model per fold (fold k is the test set); writes cv.json to `out`."""
+    """Train and evaluate one model per fold (fold k is the test set); writes cv.json to `out`.
+
+    A fold takes half an hour on a laptop CPU, so folds already finished with the
+    same config are reused: an interrupted cross-validation resumes where it stopped.
+    """
     from training.evaluate import evaluate_run
     from training.train import fit
 
     out = Path(out)
     per_fold = []
     for k in range(base.folds):
-        print(f"== fold {k + 1}/{base.folds}", file=sys.stderr, flush=True)
         cfg = replace(base, test_fold=k, out=str(out / f"fold{k}"))
-        fit(cfg)
-        per_fold.append(fold_scores(evaluate_run(cfg.out, gradcam=False)))
+        evaluation = _finished(cfg)
+        print(f"== fold {k + 1}/{base.folds}" + (" (finished earlier, reused)" if evaluation else ""), file=sys.stderr, flush=True)
+        if evaluation is None:
+            fit(cfg)
+            evaluation = evaluate_run(cfg.out, gradcam=False)
+        per_fold.append(fold_scores(evaluation))
     result = {"config": asdict(base), "folds": per_fold, "summary": summarise(per_fold)}
     (out / "cv.json").write_text(json.dumps(result, indent=1))
     print(summary_markdown(result), file=sys.stderr)
