@@ -11,6 +11,7 @@ import os
 import sys
 
 import click
+import numpy as np
 
 from edge_app import __version__
 from edge_app.classify import classify_stream
@@ -185,6 +186,157 @@ def doctor(model, output_dir) -> None:
         click.echo(check.line())
     failed = [c.name for c in checks if c.status == "FAIL"]
     click.echo(f"\n{len(failed)} failed: {', '.join(failed)}" if failed else "\nall checks passed")
+    sys.exit(1 if failed else 0)
+
+
+def _resolution(_ctx, _param, value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w > 0 and h > 0:
+            return w, h
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 1640x1232")
+
+
+def slide_options(fn):
+    """Options shared by `smear` and `capture`: both write one slide's folder."""
+    for option in reversed([
+        click.option("--out", "-o", "out", type=click.Path(file_okay=False), required=True, help="The slide's output folder (cells.csv, annotated/, parasitized/, summary.json, report.html)."),
+        model_option,
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True, help="Per-cell results format."),
+        click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="P(Parasitized) at or above which a cell counts as Parasitized (default: the model's)."),
+        click.option("--min-cells", type=click.IntRange(1), default=2000, show_default=True, help="Fewer counted cells than this and the slide's parasitemia is flagged as not reliable."),
+        click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)"),
+        click.option("--resume", is_flag=True, help="Continue this slide: fields already in --out are kept and not counted again."),
+        click.option("--overwrite", is_flag=True, help="Start this slide's folder afresh."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite):
+    from edge_app.slide import SlideRun
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other")
+    bundle = _load_model(model, threads)
+    try:
+        return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells)
+    except (OutputError, OSError) as exc:
+        raise SetupError(str(exc).replace("add --resume", "add --resume to continue this slide")) from None
+
+
+def _field_line(i: int, n: int | None, count, running) -> str:
+    where = f"field {i}/{n}" if n else f"field {i}"
+    if count.error:
+        return f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
+    return (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
+            f"slide so far {running.percent_text()}")
+
+
+def _finish_slide(run) -> None:
+    summary = run.finish()
+    total = summary["total"]
+    from edge_app.parasitemia import Parasitemia
+
+    click.echo(f"slide: parasitemia {Parasitemia(total['cells'], total['parasitized'], total['min_cells']).percent_text()}", err=True)
+    if total["warning"]:
+        click.echo(f"warning: {total['warning']}", err=True)
+    click.echo(f"report: {run.out / 'report.html'}", err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@slide_options
+def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwrite) -> None:
+    """Count parasitised red cells in microscope field images of one thin smear.
+
+    PATHS are field images (files and/or folders) of one slide. Each field is
+    segmented into cells, each cell classified; the slide's parasitemia with
+    its 95 % Wilson interval, an annotated image per field and an HTML report
+    go to --out. An unreadable field is reported and skipped (exit 1).
+    """
+    from edge_app.preprocess import ImageError, load_rgb
+
+    try:
+        files = expand_paths(paths, recursive=True)
+    except FileNotFoundError as exc:
+        raise SetupError(str(exc)) from None
+    if not files:
+        raise SetupError("no image files found in the given paths")
+    run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
+    todo = [f for f in files if f not in run.done]
+    if len(todo) < len(files):
+        click.echo(f"resuming: {len(files) - len(todo)} fields already counted", err=True)
+    errors = 0
+    try:
+        for i, path in enumerate(todo, 1):
+            try:
+                count = run.add_field(path, np.asarray(load_rgb(path)))
+            except ImageError as exc:
+                count = run.add_error(path, str(exc))
+                errors += 1
+            click.echo(_field_line(i, len(todo), count, run.running_total()), err=True)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; fields counted so far are kept; rerun with --resume to finish", err=True)
+        run.finish()
+        sys.exit(130)
+    _finish_slide(run)
+    sys.exit(1 if errors else 0)
+
+
+@main.command()
+@click.option("--fields", "n_fields", type=click.IntRange(1), required=True, help="How many fields to capture.")
+@click.option("--interval", type=click.FloatRange(0.0), default=None, help="Seconds between fields (a motorised stage); default: wait for Enter after moving the slide.")
+@click.option("--resolution", default="1640x1232", show_default=True, callback=_resolution, help="Camera still size, WIDTHxHEIGHT.")
+@click.option("--replay", type=click.Path(exists=True, file_okay=False), default=None, help="Take frames from this folder instead of the camera (demo, testing).")
+@slide_options
+def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, min_cells, threads, resume, overwrite) -> None:
+    """Capture N microscope fields with the Pi camera and count parasitised cells in each.
+
+    Each frame is saved under --out/fields/ (so it can be re-counted later
+    with `malaria-edge smear`) and counted at once, with the slide's running
+    parasitemia printed after every field. Exposure and white balance are
+    locked after the first field so the stain looks the same in all of them.
+    """
+    import time
+
+    from PIL import Image
+
+    from edge_app.camera import CameraError, open_camera
+
+    run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
+    frames = run.out / "fields"
+    frames.mkdir(exist_ok=True)
+    start = len(run.done)
+    try:
+        camera = open_camera(replay, resolution)
+    except CameraError as exc:
+        run.finish()
+        raise SetupError(str(exc)) from None
+    failed = False
+    try:
+        for i in range(1, n_fields + 1):
+            if i > 1 or start:
+                if interval is None:
+                    if click.prompt("Move to the next field, then press Enter (q to stop)", default="", show_default=False, err=True).strip().lower() == "q":
+                        break
+                else:
+                    time.sleep(interval)
+            rgb = camera.capture()
+            path = frames / f"field-{start + i:04d}.png"
+            Image.fromarray(rgb).save(path)
+            count = run.add_field(str(path), rgb)
+            click.echo(_field_line(i, n_fields, count, run.running_total()), err=True)
+    except CameraError as exc:
+        click.echo(f"error: {exc}; the fields captured so far are kept", err=True)
+        failed = True
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("\nstopped; the fields captured so far are kept (add more with --resume)", err=True)
+    finally:
+        camera.close()
+    _finish_slide(run)
     sys.exit(1 if failed else 0)
 
 

@@ -15,14 +15,19 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO, Iterable, Sequence
+from typing import IO, Iterable, Protocol, Sequence
 
+#: Columns of `classify` results; other commands pass their own, the input's path first.
 FIELDS = ("path", "label", "probability", "status", "error")
 FORMATS = ("csv", "jsonl")
 
 
 class OutputError(RuntimeError):
     """The results file cannot be used as asked."""
+
+
+class Record(Protocol):
+    def as_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -43,22 +48,22 @@ class Row:
         }
 
 
-def encode_rows(rows: Iterable[Row], fmt: str, header: bool = False) -> str:
+def encode_rows(rows: Iterable[Record], fmt: str, header: bool = False, fields: Sequence[str] = FIELDS) -> str:
     buf = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(buf, lineterminator="\n")
         if header:
-            writer.writerow(FIELDS)
+            writer.writerow(fields)
         for r in rows:
             d = r.as_dict()
-            writer.writerow(["" if d[k] is None else d[k] for k in FIELDS])
+            writer.writerow(["" if d[k] is None else d[k] for k in fields])
     else:
         for r in rows:
             buf.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
     return buf.getvalue()
 
 
-def read_rows(path: str, fmt: str) -> list[dict]:
+def read_rows(path: str, fmt: str, fields: Sequence[str] = FIELDS) -> list[dict]:
     """Parse a results file written by ResultWriter (ignoring a torn last line)."""
     with open(path, encoding="utf-8", newline="") as f:
         text = f.read()
@@ -66,8 +71,8 @@ def read_rows(path: str, fmt: str) -> list[dict]:
         text = text[: text.rfind("\n") + 1]
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text))
-        if text and tuple(reader.fieldnames or ()) != FIELDS:
-            raise OutputError(f"{path}: not a malaria-edge CSV (header {reader.fieldnames}, expected {list(FIELDS)})")
+        if text and tuple(reader.fieldnames or ()) != tuple(fields):
+            raise OutputError(f"{path}: not this kind of malaria-edge CSV (header {reader.fieldnames}, expected {list(fields)})")
         return list(reader)
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -79,14 +84,19 @@ def read_rows(path: str, fmt: str) -> list[dict]:
 
 
 class ResultWriter:
-    """Appends rows to a file (durably, resumable) or to stdout."""
+    """Appends rows to a file (durably, resumable) or to stdout.
+
+    `fields` are the columns; the first names the input, which is how a
+    resumed run knows what is already done.
+    """
 
     def __init__(self, path: str | None, fmt: str, resume: bool = False, overwrite: bool = False,
-                 sync_interval: float = 1.0):
+                 sync_interval: float = 1.0, fields: Sequence[str] = FIELDS):
         if fmt not in FORMATS:
             raise OutputError(f"unknown format {fmt!r}; expected one of {FORMATS}")
         self.path = path
         self.fmt = fmt
+        self.fields = tuple(fields)
         self.sync_interval = sync_interval
         self.previous: list[dict] = []
         self._last_sync = time.monotonic()
@@ -96,25 +106,25 @@ class ResultWriter:
             if resume:
                 raise OutputError("--resume needs --output FILE: there is nothing to resume on stdout")
             self._stream = sys.stdout
-            self._stream.write(encode_rows((), fmt, header=True))
+            self._stream.write(encode_rows((), fmt, header=True, fields=self.fields))
             return
         exists = os.path.exists(path) and os.path.getsize(path) > 0
         if exists and not (resume or overwrite):
             raise OutputError(f"{path} already exists: add --resume to continue it or --overwrite to replace it")
         if exists and resume:
             _cut_torn_line(path)
-            self.previous = read_rows(path, fmt)
+            self.previous = read_rows(path, fmt, self.fields)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             if os.path.getsize(path) == 0:  # the cut took a torn header
-                self._write(encode_rows((), fmt, header=True))
+                self._write(encode_rows((), fmt, header=True, fields=self.fields))
         else:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._write(encode_rows((), fmt, header=True))
+            self._write(encode_rows((), fmt, header=True, fields=self.fields))
             self.sync()
 
     @property
     def done_paths(self) -> set[str]:
-        return {r["path"] for r in self.previous}
+        return {r[self.fields[0]] for r in self.previous}
 
     def _write(self, text: str) -> None:
         if not text:
@@ -128,8 +138,8 @@ class ResultWriter:
         while data:  # one write() in practice; loop only for a short write
             data = data[os.write(self._fd, data):]
 
-    def write(self, rows: Sequence[Row]) -> None:
-        self._write(encode_rows(rows, self.fmt))
+    def write(self, rows: Sequence[Record]) -> None:
+        self._write(encode_rows(rows, self.fmt, fields=self.fields))
         if self._fd is not None and time.monotonic() - self._last_sync >= self.sync_interval:
             self.sync()
 

@@ -1,0 +1,150 @@
+"""One slide's output folder: per-cell results, annotated fields, parasitised-cell crops, summary and report.
+
+The results file is the single record of what was counted: it is written
+durably field by field like `classify` results, and a resumed run starts its
+counts from the fields already in it and skips them, so an interrupted slide
+loses nothing and is never counted twice.
+
+    OUT/cells.csv        one row per cell (or one per empty / unreadable field)
+    OUT/annotated/       each field with boxes coloured by label
+    OUT/parasitized/     crops of the cells called Parasitized, for a microscopist to confirm
+    OUT/summary.json     per-field and slide totals with the 95 % interval
+    OUT/report.html      the same for a phone browser, offline
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edge_app.labels import LABELS
+from edge_app.model import ModelBundle
+from edge_app.parasitemia import MIN_RELIABLE_CELLS, Parasitemia
+from edge_app.report import annotate, render_html
+from edge_app.results import ResultWriter
+from edge_app.smear import CellResult, analyse_field
+
+CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
+
+
+@dataclass(frozen=True)
+class CellRow:
+    field: str
+    cell: int | None = None
+    box: tuple[int, int, int, int] | None = None
+    label: str | None = None
+    probability: float | None = None
+    status: str = "ok"  # "ok" (a cell), "empty" (a field with no cells), "error" (an unreadable field)
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        x, y, w, h = self.box or (None,) * 4
+        return {"field": self.field, "cell": self.cell, "x": x, "y": y, "width": w, "height": h, "label": self.label,
+                "probability": None if self.probability is None else round(self.probability, 6),
+                "status": self.status, "error": self.error or None}
+
+
+@dataclass(frozen=True)
+class FieldCount:
+    field: str
+    cells: int
+    parasitized: int
+    error: str = ""
+
+    @property
+    def parasitemia(self) -> Parasitemia:
+        return Parasitemia(self.cells, self.parasitized)
+
+
+def count_fields(rows: list[dict]) -> list[FieldCount]:
+    """Per-field counts from result rows (as read back from the file), in the order fields were done."""
+    fields: OrderedDict[str, list[dict]] = OrderedDict()
+    for r in rows:
+        fields.setdefault(r["field"], []).append(r)
+    counts = []
+    for name, rs in fields.items():
+        cells = [r for r in rs if r["status"] == "ok"]
+        error = next((r["error"] for r in rs if r["status"] == "error"), "") or ""
+        counts.append(FieldCount(name, len(cells), sum(r["label"] == LABELS[1] for r in cells), error))
+    return counts
+
+
+def slide_summary(counts: list[FieldCount], min_cells: int = MIN_RELIABLE_CELLS) -> Parasitemia:
+    ok = [c for c in counts if not c.error]
+    return Parasitemia(sum(c.cells for c in ok), sum(c.parasitized for c in ok), min_cells)
+
+
+class SlideRun:
+    """Analyse fields into an output folder; `finish` writes the summary and report."""
+
+    def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
+                 threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS):
+        self.out = Path(out)
+        self.model = model
+        self.threshold = model.threshold if threshold is None else threshold
+        self.min_cells = min_cells
+        for sub in ("annotated", "parasitized"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.results_path = self.out / f"cells.{fmt}"
+        self.writer = ResultWriter(str(self.results_path), fmt, resume=resume, overwrite=overwrite, fields=CELL_FIELDS)
+        self.counts = count_fields(self.writer.previous)
+        self.done = {c.field for c in self.counts}
+
+    def image_name(self, field: str) -> str:
+        """A file name for a field's images, unique in the slide: its position, then its own name."""
+        return f"{len(self.done):04d}-{Path(field).stem}"
+
+    def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
+        results = analyse_field(self.model, rgb, self.threshold)
+        name = self.image_name(field)
+        for i, r in enumerate(results):
+            if r.label == LABELS[1]:
+                Image.fromarray(r.cell.crop).save(self.out / "parasitized" / f"{name}-cell{i:04d}.png")
+        annotate(rgb, results).save(self.out / "annotated" / f"{name}.png")
+        self.writer.write(_rows(field, results))
+        self.writer.sync()  # a field is a minute of the worker's time: make it durable now
+        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results)))
+
+    def add_error(self, field: str, message: str) -> FieldCount:
+        self.writer.write([CellRow(field, status="error", error=message)])
+        return self._counted(FieldCount(field, 0, 0, message))
+
+    def _counted(self, count: FieldCount) -> FieldCount:
+        self.counts.append(count)
+        self.done.add(count.field)
+        return count
+
+    def running_total(self) -> Parasitemia:
+        return slide_summary(self.counts, self.min_cells)
+
+    def finish(self) -> dict:
+        """Write summary.json and report.html (earlier runs' fields included); returns the summary."""
+        self.writer.close()
+        counts = self.counts
+        total = self.running_total()
+        summary = {
+            "slide": self.out.name,
+            "model": self.model.name,
+            "threshold": self.threshold,
+            "results": self.results_path.name,
+            "total": total.as_dict(),
+            "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
+                        "parasitemia": c.parasitemia.fraction, "ci95": list(c.parasitemia.interval)} for c in counts],
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        thumbs = sorted((self.out / "parasitized").glob("*.png"))
+        annotated = sorted((self.out / "annotated").glob("*.png"))
+        (self.out / "report.html").write_text(render_html(summary, total, thumbs, annotated, self.out), encoding="utf-8")
+        return summary
+
+
+def _rows(field: str, results: list[CellResult]) -> list[CellRow]:
+    if not results:
+        return [CellRow(field, status="empty")]
+    return [CellRow(field, i, (r.cell.x, r.cell.y, r.cell.width, r.cell.height), r.label, r.probability)
+            for i, r in enumerate(results)]

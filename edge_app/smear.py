@@ -1,0 +1,136 @@
+"""Find the red cells in a thin-smear field image and classify each one.
+
+Classical segmentation (OpenCV): stained cells absorb green light, so an Otsu
+threshold on the green channel separates them from the bright background;
+holes (the pale centre of a red cell) are filled; a watershed on the distance
+transform splits touching cells. Cells cut by the image border, debris and
+unsplit clumps are dropped by size relative to the field's median cell, so no
+magnification has to be configured. Each kept cell is cropped the way the
+training images were made, the cell on a black background, and goes through
+the same preprocessing function as any cell image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from edge_app.classify import label_for
+from edge_app.model import ModelBundle
+from edge_app.preprocess import preprocess
+
+#: Cells smaller than this fraction of the field's median cell area are debris
+#: (platelets, stain precipitate); larger than MAX are clumps the watershed could not split.
+MIN_AREA_RATIO = 0.3
+MAX_AREA_RATIO = 2.2
+#: Below this many pixels nothing is a red cell at any usable magnification.
+MIN_CELL_AREA = 80
+#: Otsu's two classes must differ by at least this much green, or the field is blank.
+MIN_CONTRAST = 20
+CROP_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One segmented cell: its bounding box in the field, area in pixels, and its pixels on black."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    area: int
+    crop: np.ndarray  # (height + margins, width + margins, 3) uint8, background black
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    probability: float
+    label: str
+
+
+def foreground_mask(rgb: np.ndarray) -> np.ndarray:
+    """uint8 mask (255 = cell) of stained material, holes filled; all zero for a blank field."""
+    green = cv2.GaussianBlur(np.ascontiguousarray(rgb[..., 1]), (5, 5), 0)
+    cut, mask = cv2.threshold(green, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    dark, bright = green[mask > 0], green[mask == 0]
+    if not dark.size or not bright.size or float(bright.mean()) - float(dark.mean()) < MIN_CONTRAST:
+        return np.zeros_like(mask)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
+    return filled
+
+
+def split_touching(mask: np.ndarray) -> np.ndarray:
+    """uint8 mask like `mask` with a background line cut between touching cells.
+
+    Cell centres are the local maxima of the distance transform, at least
+    about a cell radius apart; every foreground pixel goes to its nearest
+    centre (OpenCV's labelled distance transform), and a cut is drawn where
+    neighbouring pixels belong to different centres.
+    """
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    n, blobs = cv2.connectedComponents(mask, connectivity=8)
+    if n <= 1:
+        return mask
+    # A typical cell radius: the median of each blob's deepest point (single cells dominate a thin smear).
+    depth = np.zeros(n, np.float32)
+    np.maximum.at(depth, blobs.ravel(), dist.ravel())
+    radius = float(np.median(depth[1:]))
+    if radius < 2:
+        return mask
+    k = max(3, int(radius) | 1)
+    peaks = (dist >= cv2.dilate(dist, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))) & (dist >= 0.5 * radius)
+    _, nearest = cv2.distanceTransformWithLabels((~peaks).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+    cut = np.zeros(mask.shape, bool)
+    cut[:, 1:] |= nearest[:, 1:] != nearest[:, :-1]
+    cut[1:, :] |= nearest[1:, :] != nearest[:-1, :]
+    return np.where(cut, 0, mask).astype(np.uint8)
+
+
+def segment_cells(rgb: np.ndarray) -> list[Cell]:
+    """Whole, single red cells in a field, in reading order (top to bottom, left to right)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image, got shape {rgb.shape} dtype {rgb.dtype}")
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(split_touching(foreground_mask(rgb)), connectivity=4)
+    if n <= 1:
+        return []
+    h, w = labels.shape
+    x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+    on_border = (x == 0) | (y == 0) | (x + bw >= w) | (y + bh >= h)
+    candidates = ~on_border & (area >= MIN_CELL_AREA)
+    if not candidates.any():
+        return []
+    typical = float(np.median(area[candidates]))
+    keep = candidates & (area >= MIN_AREA_RATIO * typical) & (area <= MAX_AREA_RATIO * typical)
+    cells = []
+    for i in np.flatnonzero(keep):
+        x0, y0 = max(0, x[i] - CROP_MARGIN), max(0, y[i] - CROP_MARGIN)
+        x1, y1 = min(w, x[i] + bw[i] + CROP_MARGIN), min(h, y[i] + bh[i] + CROP_MARGIN)
+        inside = labels[y0:y1, x0:x1] == i + 1
+        crop = np.where(inside[..., None], rgb[y0:y1, x0:x1], 0).astype(np.uint8)
+        cells.append(Cell(int(x[i]), int(y[i]), int(bw[i]), int(bh[i]), int(area[i]), crop))
+    cells.sort(key=lambda c: (c.y + c.height // 2, c.x))
+    return cells
+
+
+def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | None = None, batch_size: int = 64) -> list[CellResult]:
+    """P(Parasitized) and a label for each cell, through the app's one preprocessing function."""
+    cut = model.threshold if threshold is None else threshold
+    results: list[CellResult] = []
+    for start in range(0, len(cells), batch_size):
+        batch = cells[start:start + batch_size]
+        pixels = np.stack([preprocess(Image.fromarray(c.crop), model.input.size, model.fit) for c in batch])
+        for c, p in zip(batch, model.predict(pixels)):
+            results.append(CellResult(c, float(p), label_for(float(p), cut)))
+    return results
+
+
+def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None) -> list[CellResult]:
+    """Segment and classify one field image."""
+    return classify_cells(model, segment_cells(rgb), threshold)

@@ -1,0 +1,152 @@
+"""`malaria-edge smear` and `capture`: a slide's folder, counts, resume, report, and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmarks.synthetic_fields import compose_field
+from edge_app.cli import main
+from edge_app.results import read_rows
+from edge_app.slide import CELL_FIELDS
+from tests.conftest import BLUE, RED, cell
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def fields(tmp_path) -> tuple[Path, int, int]:
+    """Three field images; returns the folder, the number of cells and of red (Parasitized) cells placed."""
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cells = reds = 0
+    for f in range(3):
+        cs = [(np.asarray(cell(RED if i % 6 == 0 else BLUE, (44, 50), seed=i)), "Parasitized" if i % 6 == 0 else "Uninfected")
+              for i in range(60)]
+        field, truth = compose_field(cs, (420, 640), rng)
+        Image.fromarray(field).save(folder / f"field{f}.png")
+        cells += len(truth)
+        reds += sum(t.label == "Parasitized" for t in truth)
+    return folder, cells, reds
+
+
+def test_smear_counts_a_slide_and_writes_its_folder(fields, tiny_model, tmp_path):
+    folder, cells, reds = fields
+    out = tmp_path / "slide"
+    res = run("smear", folder, "--out", out, "--model", tiny_model)
+    assert res.exit_code == 0, res.output
+    rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
+    assert len(rows) == cells and sum(r["label"] == "Parasitized" for r in rows) == reds
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total"]["cells"] == cells and summary["total"]["parasitized"] == reds
+    assert summary["total"]["parasitemia"] == pytest.approx(reds / cells)
+    lo, hi = summary["total"]["ci95"]
+    assert lo < reds / cells < hi
+    assert summary["total"]["reliable"] is False and "capture more fields" in summary["total"]["warning"]
+    assert len(list((out / "annotated").glob("*.png"))) == 3
+    assert len(list((out / "parasitized").glob("*.png"))) == reds
+    page = (out / "report.html").read_text()
+    assert f"{100 * reds / cells:.2f} %" in page and page.count("data:image/png;base64,") == reds
+    assert "annotated/0000-field0.png" in page and "capture more fields" in page
+    assert "field 3/3 field2.png" in res.output and "slide: parasitemia" in res.output
+
+
+def test_annotated_field_marks_parasitized_cells_red(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    run("smear", folder / "field0.png", "--out", tmp_path / "s", "--model", tiny_model)
+    rows = [r for r in read_rows(str(tmp_path / "s" / "cells.csv"), "csv", CELL_FIELDS) if r["label"] == "Parasitized"]
+    img = np.asarray(Image.open(tmp_path / "s" / "annotated" / "0000-field0.png"))
+    x, y = int(rows[0]["x"]), int(rows[0]["y"])
+    assert img[y - 1, x + 5].tolist() == [220, 20, 60]  # the box's top edge
+
+
+def test_bad_field_is_reported_and_the_slide_goes_on(fields, tiny_model, tmp_path):
+    folder, cells, reds = fields
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "blank.png").write_bytes(b"")
+    res = run("smear", folder, "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 1
+    assert "broken.png: ERROR" in res.output and "blank.png: ERROR empty file" in res.output
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["total"]["cells"] == cells
+    assert sum(1 for f in summary["fields"] if f["error"]) == 2
+
+
+def test_resume_counts_each_field_once(fields, tiny_model, tmp_path):
+    folder, cells, reds = fields
+    out = tmp_path / "slide"
+    assert run("smear", folder / "field0.png", "--out", out, "--model", tiny_model).exit_code == 0
+    refused = run("smear", folder, "--out", out, "--model", tiny_model)
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    res = run("smear", folder, "--out", out, "--model", tiny_model, "--resume")
+    assert res.exit_code == 0 and "1 fields already counted" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total"]["cells"] == cells and len(summary["fields"]) == 3
+    assert sorted(p.name for p in (out / "annotated").glob("*.png")) == ["0000-field0.png", "0001-field1.png", "0002-field2.png"]
+
+
+def test_blank_field_is_counted_as_empty(tiny_model, tmp_path):
+    Image.new("RGB", (300, 200), (228, 218, 226)).save(tmp_path / "blank.png")
+    res = run("smear", tmp_path / "blank.png", "--out", tmp_path / "s", "--model", tiny_model, "--format", "jsonl")
+    assert res.exit_code == 0 and "0 cells" in res.output and "no cells counted" in res.output
+    assert [r["status"] for r in read_rows(str(tmp_path / "s" / "cells.jsonl"), "jsonl")] == ["empty"]
+
+
+def test_smear_missing_path_exits_2(tmp_path, tiny_model):
+    res = run("smear", tmp_path / "nowhere", "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_capture_from_replay_saves_and_counts_every_field(fields, tiny_model, tmp_path):
+    folder, cells, reds = fields
+    out = tmp_path / "slide"
+    res = run("capture", "--fields", 2, "--interval", 0, "--replay", folder, "--out", out, "--model", tiny_model)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "fields").iterdir()) == ["field-0001.png", "field-0002.png"]
+    # The saved frames are the camera's frames, losslessly: re-counting them gives the same cells.
+    assert np.array_equal(np.asarray(Image.open(out / "fields" / "field-0001.png")), np.asarray(Image.open(folder / "field0.png")))
+    again = run("smear", out / "fields", "--out", tmp_path / "recount", "--model", tiny_model)
+    assert again.exit_code == 0
+    a = json.loads((out / "summary.json").read_text())["total"]
+    b = json.loads((tmp_path / "recount" / "summary.json").read_text())["total"]
+    assert a == b and a["cells"] > 0
+    # A later session adds fields to the same slide, numbered on.
+    more = run("capture", "--fields", 1, "--interval", 0, "--replay", folder, "--out", out, "--model", tiny_model, "--resume")
+    assert more.exit_code == 0 and (out / "fields" / "field-0003.png").exists()
+    assert json.loads((out / "summary.json").read_text())["total"]["cells"] > a["cells"]
+
+
+def test_capture_waits_for_enter_and_q_stops(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    out = tmp_path / "slide"
+    res = run("capture", "--fields", 3, "--replay", folder, "--out", out, "--model", tiny_model, input="\nq\n")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("Move to the next field") == 2
+    assert len(list((out / "fields").iterdir())) == 2 and (out / "report.html").exists()
+
+
+def test_capture_without_picamera2_exits_2_with_the_install_hint(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    res = run("capture", "--fields", 1, "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 2 and "python3-picamera2" in res.output
+
+
+def test_capture_running_out_of_frames_keeps_what_was_counted(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    res = run("capture", "--fields", 5, "--interval", 0, "--replay", folder, "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 1 and "all 3 images were used" in res.output
+    assert len(json.loads((tmp_path / "s" / "summary.json").read_text())["fields"]) == 3
+
+
+def test_bad_resolution_is_a_usage_error(tmp_path, tiny_model):
+    res = run("capture", "--fields", 1, "--resolution", "big", "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output

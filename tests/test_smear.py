@@ -1,0 +1,89 @@
+"""Segmentation and counting on composed fields whose cells, positions and labels are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.synthetic_fields import BACKGROUND, compose_field, match
+from edge_app.model import ModelBundle
+from edge_app.smear import analyse_field, segment_cells
+from tests.conftest import BLUE, RED, cell
+
+FIELD = (700, 900)
+
+
+def _cells(n: int, rng: np.random.Generator, red_every: int = 0) -> list[tuple[np.ndarray, str]]:
+    out = []
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(34, 58, 2))
+        red = red_every and i % red_every == 0
+        out.append((np.asarray(cell(RED if red else BLUE, (w, h), seed=i)), "Parasitized" if red else "Uninfected"))
+    return out
+
+
+def _boxes(cells):
+    return [(c.x, c.y, c.width, c.height) for c in cells]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_separate_cells_are_found(seed):
+    rng = np.random.default_rng(seed)
+    field, truth = compose_field(_cells(140, rng), FIELD, rng)
+    found = segment_cells(field)
+    hits = match(_boxes(found), truth)
+    assert len(truth) > 80
+    assert hits / len(truth) >= 0.9, "recall"
+    assert hits / len(found) >= 0.9, "precision"
+
+
+def test_touching_pairs_are_split():
+    rng = np.random.default_rng(3)
+    field, truth = compose_field(_cells(60, rng), FIELD, rng, touching_pairs=20)
+    pairs = truth[:40]
+    for a, b in zip(pairs[::2], pairs[1::2]):  # the pairs really touch: no background column between them
+        assert b.x <= a.x + a.width
+    found = segment_cells(field)
+    assert match(_boxes(found), pairs) / len(pairs) >= 0.9
+    assert match(_boxes(found), truth) / len(found) >= 0.9
+
+
+def test_blank_field_debris_and_border_cells_are_not_counted():
+    blank = np.full((300, 400, 3), BACKGROUND, np.uint8)
+    assert segment_cells(blank) == []
+    rng = np.random.default_rng(4)
+    field, truth = compose_field(_cells(12, rng), (300, 400), rng)
+    field[10:14, 10:14] = (90, 40, 120)  # a stain speck
+    half = np.asarray(cell(BLUE, (50, 50)))
+    field[100:150, :25] = np.where(half[:, 25:].max(axis=2, keepdims=True) > 25, half[:, 25:], field[100:150, :25])  # cut by the border
+    found = segment_cells(field)
+    assert len(found) == len(truth) == match(_boxes(found), truth)
+
+
+def test_crops_are_cells_on_black_like_the_training_images():
+    rng = np.random.default_rng(5)
+    field, truth = compose_field(_cells(10, rng), (300, 400), rng)
+    for c in segment_cells(field):
+        assert c.crop[0, 0].tolist() == [0, 0, 0] and c.crop[-1, -1].tolist() == [0, 0, 0]
+        centre = c.crop[c.crop.shape[0] // 2, c.crop.shape[1] // 2]
+        assert abs(int(centre[2]) - BLUE[2]) < 20  # the cell's own colour, not background
+
+
+def test_parasitemia_of_a_field_matches_the_truth(tiny_model):
+    model = ModelBundle(tiny_model)
+    rng = np.random.default_rng(6)
+    field, truth = compose_field(_cells(120, rng, red_every=8), FIELD, rng, touching_pairs=5)
+    results = analyse_field(model, field)
+    true_red = sum(t.label == "Parasitized" for t in truth)
+    found_red = sum(r.label == "Parasitized" for r in results)
+    assert len(results) >= 0.95 * len(truth)
+    assert true_red > 5 and abs(found_red - true_red) <= 1
+    for r in results:  # every call is the truth of the cell it sits on
+        cx, cy = r.cell.x + r.cell.width / 2, r.cell.y + r.cell.height / 2
+        t = next(t for t in truth if t.x <= cx < t.x + t.width and t.y <= cy < t.y + t.height)
+        assert r.label == t.label
+
+
+def test_rejects_non_rgb_arrays():
+    with pytest.raises(ValueError, match="RGB uint8"):
+        segment_cells(np.zeros((10, 10), np.uint8))
