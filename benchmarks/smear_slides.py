@@ -6,9 +6,11 @@ Usage (from the repo root, in the dev venv):
 Each slide gets a true parasitemia, and fields of 1640x1232 px (the Pi HQ
 camera's 2x2-binned still) are composed from the test patients' cells of the
 shipped model's split (seed 0, fold 0), apart and in touching pairs. The app's
-own pipeline (`edge_app.smear.analyse_field`) counts them; the counted
-parasitemia is compared with the Wilson interval of the truth, and the time
-to segment and classify one field is reported.
+own pipeline (`edge_app.smear.analyse_field`) counts them at the model's
+counting threshold, and the parasitemia is corrected for the error rates in
+the sidecar, as `malaria-edge smear` does. The estimate is compared with the
+Wilson interval of the truth, and the time to segment and classify one
+1640x1232 field is reported.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.synthetic_fields import compose_field, match  # noqa: E402
 from edge_app.labels import LABELS  # noqa: E402
 from edge_app.model import ModelBundle, default_model_path  # noqa: E402
-from edge_app.parasitemia import wilson_interval  # noqa: E402
+from edge_app.parasitemia import Parasitemia, wilson_interval  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
 from edge_app.smear import analyse_field  # noqa: E402
 from training.data import discover, split_by_patient  # noqa: E402
@@ -59,14 +61,16 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=170, help="cells offered per field (fewer fit in crowded fields)")
     ap.add_argument("--touching-pairs", type=int, default=10, help="touching pairs per field")
     ap.add_argument("--scale", type=float, default=0.5, help="cell image scale: NIH crops are about 130 px, Pi fields show them at about 65")
-    ap.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    ap.add_argument("--threshold", type=float, default=None, help="count at this threshold, uncorrected (default: the model's counting threshold, corrected)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     model = ModelBundle(args.model or default_model_path(), threads=args.threads)
-    threshold = model.threshold if args.threshold is None else args.threshold
+    counting = model.counting if args.threshold is None else None
+    threshold = counting.threshold if counting else (model.threshold if args.threshold is None else args.threshold)
+    errors = counting.errors if counting else None
     pool = test_pool(args.data, 0, 0, args.scale)
     print(f"test patients' cells: {len(pool['Parasitized'])} Parasitized, {len(pool['Uninfected'])} Uninfected", file=sys.stderr)
     rng = np.random.default_rng(args.seed)
@@ -94,16 +98,22 @@ def main() -> None:
             found_n += len(results)
             found_k += sum(r.label == "Parasitized" for r in results)
         lo, hi = wilson_interval(placed_k, placed_n)
-        counted = found_k / found_n
-        slide = {"slide": s, "true_cells": placed_n, "true_parasitized": placed_k, "true_parasitemia": placed_k / placed_n,
-                 "truth_ci95": [lo, hi], "counted_cells": found_n, "counted_parasitized": found_k, "counted_parasitemia": counted,
-                 "within_truth_ci": lo <= counted <= hi, "truth_within_counted_ci": wilson_interval(found_k, found_n)[0] <= placed_k / placed_n <= wilson_interval(found_k, found_n)[1]}
+        estimate = Parasitemia(found_n, found_k, errors=errors)
+        elo, ehi = estimate.interval
+        truth = placed_k / placed_n
+        slide = {"slide": s, "true_cells": placed_n, "true_parasitized": placed_k, "true_parasitemia": truth,
+                 "truth_ci95": [lo, hi], "counted_cells": found_n, "counted_parasitized": found_k,
+                 "raw_parasitemia": estimate.raw_fraction, "estimated_parasitemia": estimate.fraction, "estimate_ci95": [elo, ehi],
+                 "within_truth_ci": lo <= estimate.fraction <= hi, "truth_within_estimate_ci": elo <= truth <= ehi}
         slides.append(slide)
-        print(f"slide {s + 1:2d}: truth {100 * placed_k / placed_n:5.2f} % ({100 * lo:.2f}-{100 * hi:.2f}) of {placed_n}; "
-              f"counted {100 * counted:5.2f} % of {found_n}: {'within' if slide['within_truth_ci'] else 'OUTSIDE'}", file=sys.stderr)
+        print(f"slide {s + 1:2d}: truth {100 * truth:5.2f} % ({100 * lo:.2f}-{100 * hi:.2f}) of {placed_n}; "
+              f"estimate {100 * estimate.fraction:5.2f} % (raw {100 * estimate.raw_fraction:5.2f} %) of {found_n}: "
+              f"{'within' if slide['within_truth_ci'] else 'OUTSIDE'}", file=sys.stderr)
     result = {
         "model": model.name, "threshold": threshold, "field": f"{FIELD[1]}x{FIELD[0]}", "scale": args.scale,
+        "corrected_for": None if errors is None else {"sensitivity": errors.sensitivity, "false_positive_rate": errors.false_positive_rate},
         "slides_within_truth_ci": sum(s["within_truth_ci"] for s in slides), "slides": len(slides),
+        "slides_truth_within_estimate_ci": sum(s["truth_within_estimate_ci"] for s in slides),
         "segmentation_recall_mean": float(np.mean(recall)), "segmentation_precision_mean": float(np.mean(precision)),
         "field_seconds_median": float(np.median(field_seconds)), "field_seconds_p95": float(np.percentile(field_seconds, 95)),
         "per_slide": slides,

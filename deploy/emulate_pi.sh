@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the aarch64 bundle into an emulated Raspberry Pi OS-like userland and classify a few images.
+# Install the aarch64 bundle into an emulated Raspberry Pi OS-like userland, classify a few images
+# and, given FIELDS_DIR, count a smear from its field images.
 #
-#   deploy/emulate_pi.sh BUNDLE.tar.gz IMAGES_DIR [WORKDIR]
+#   deploy/emulate_pi.sh BUNDLE.tar.gz IMAGES_DIR [WORKDIR [FIELDS_DIR]]
 #   PI_CPU=cortex-a76 deploy/emulate_pi.sh ...     # a Pi 5's core (default: cortex-a72, a Pi 4's)
 #
 # Debian Bookworm's arm64 Python 3.11 (what Raspberry Pi OS Bookworm 64-bit
@@ -21,6 +22,7 @@ set -euo pipefail
 bundle="$(realpath "$1")"
 images="$(realpath "$2")"
 work="$(realpath -m "${3:-/tmp/malaria-edge-emulated-pi}")"
+fields="${4:+$(realpath "$4")}"
 mkdir -p "$work"
 cd "$work"
 
@@ -67,5 +69,10 @@ run venv/bin/python3.11 "$pip_whl/pip" install -q --no-index --no-compile --find
 echo "pip install --no-index under emulation: $(( $(date +%s) - start )) s"
 
 # 3. Classify with the installed app, under emulation.
-run venv/bin/python3.11 -c "import numpy, ai_edge_litert; print('numpy', numpy.__version__)"
+run venv/bin/python3.11 -c "import numpy, ai_edge_litert, cv2; print('numpy', numpy.__version__, 'opencv', cv2.__version__)"
 run venv/bin/python3.11 -m edge_app.cli classify "$images" --threads 1
+if [ -n "$fields" ]; then
+  run venv/bin/python3.11 -m edge_app.cli smear "$fields" --out "$work/slide" --overwrite --threads 1
+  echo "summary.json:"
+  cat "$work/slide/summary.json"
+fi

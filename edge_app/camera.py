@@ -18,7 +18,7 @@ from edge_app.sources import expand_paths
 INSTALL_HINT = (
     "picamera2 is not importable. On Raspberry Pi OS install it with apt, not pip: "
     "`sudo apt install -y python3-picamera2`, and create the app's venv with "
-    "`python3 -m venv --system-site-packages` so the venv sees it (deploy/raspberry-pi/install.sh does both)."
+    "`python3 -m venv --system-site-packages` so the venv sees it (deploy/raspberry-pi/install.sh creates its venv that way)."
 )
 
 DEFAULT_RESOLUTION = (1640, 1232)

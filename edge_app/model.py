@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.labels import LABELS
+from edge_app.parasitemia import CountingErrors
 from edge_app.preprocess import FIT_METHODS
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
@@ -69,6 +70,14 @@ class InputSpec:
     dtype: str
 
 
+@dataclass(frozen=True)
+class Counting:
+    """The threshold for counting cells on a smear and the error rates measured there (sidecar "counting")."""
+
+    threshold: float
+    errors: CountingErrors
+
+
 class ModelBundle:
     """A verified model ready to predict P(Parasitized) for batches of uint8 RGB pixels."""
 
@@ -79,6 +88,8 @@ class ModelBundle:
         self.fit = str(self.meta["preprocessing"]["fit"])
         self.threshold = float(self.meta["threshold"])
         self.temperature = float(self.meta.get("temperature", 1.0))
+        c = self.meta.get("counting")
+        self.counting = Counting(float(c["threshold"]), CountingErrors(float(c["sensitivity"]), float(c["false_positive_rate"]))) if c else None
         try:
             self.runtime = runtime or find_runtime()
         except RuntimeMissing as exc:
@@ -183,6 +194,14 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
         problems.append(f"temperature {temperature}")
     if labels != LABELS:
         problems.append(f"labels {list(labels)} (expected {list(LABELS)})")
+    if meta.get("counting") is not None:
+        try:
+            c = meta["counting"]
+            CountingErrors(float(c["sensitivity"]), float(c["false_positive_rate"]))
+            if not 0.0 <= float(c["threshold"]) <= 1.0:
+                raise ValueError(f"threshold {c['threshold']}")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"counting block ({exc})")
     if problems:
         raise ModelError(f"{side}: invalid sidecar: {', '.join(problems)}")
     actual = sha256_file(tflite)

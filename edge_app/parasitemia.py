@@ -3,6 +3,12 @@
 Pure functions over counts. The Wilson score interval is used rather than the
 textbook normal one because parasitemia is usually a few percent or less,
 where the normal interval collapses to zero width or dips below 0.
+
+A classifier's raw count is biased: at 1 % parasitemia, a false-positive rate
+of 1 % among the 99 % healthy cells doubles the count. When the model's error
+rates at its counting threshold were measured on patients it never trained on
+(the sidecar's "counting" block), the estimate and both interval bounds are
+corrected for them (Rogan and Gladen 1978); the raw count is always kept.
 """
 
 from __future__ import annotations
@@ -32,20 +38,48 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
+class CountingErrors:
+    """The classifier's error rates at its counting threshold, measured on held-out patients' cells."""
+
+    sensitivity: float  # share of infected cells called Parasitized
+    false_positive_rate: float  # share of healthy cells called Parasitized
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.false_positive_rate < self.sensitivity <= 1:
+            raise ValueError(f"need 0 <= false positive rate < sensitivity <= 1, got {self.false_positive_rate}, {self.sensitivity}")
+
+    def correct(self, observed: float) -> float:
+        """The true share that would, on average, give this observed share (Rogan-Gladen), within [0, 1]."""
+        return min(1.0, max(0.0, (observed - self.false_positive_rate) / (self.sensitivity - self.false_positive_rate)))
+
+
+@dataclass(frozen=True)
 class Parasitemia:
-    """Infected cells over counted cells, with the interval and a reliability verdict."""
+    """Infected cells over counted cells, with the interval and a reliability verdict.
+
+    With `errors`, `fraction` and `interval` are corrected for the classifier's
+    known error rates; `raw_fraction` is the plain count.
+    """
 
     cells: int
     parasitized: int
     min_cells: int = MIN_RELIABLE_CELLS
+    errors: CountingErrors | None = None
 
     @property
-    def fraction(self) -> float:
+    def raw_fraction(self) -> float:
         return self.parasitized / self.cells if self.cells else 0.0
 
     @property
+    def fraction(self) -> float:
+        return self.errors.correct(self.raw_fraction) if self.errors else self.raw_fraction
+
+    @property
     def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.parasitized, self.cells)
+        lo, hi = wilson_interval(self.parasitized, self.cells)
+        if self.errors and self.cells:
+            return self.errors.correct(lo), self.errors.correct(hi)
+        return lo, hi
 
     @property
     def reliable(self) -> bool:
@@ -56,7 +90,10 @@ class Parasitemia:
         if not self.cells:
             return "no cells counted"
         lo, hi = self.interval
-        return f"{100 * self.fraction:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %) of {self.cells:,} cells"
+        text = f"{100 * self.fraction:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %) of {self.cells:,} cells"
+        if self.errors:
+            text += f"; raw count {self.parasitized:,} = {100 * self.raw_fraction:.2f} %"
+        return text
 
     def warning(self) -> str | None:
         """Why the figure should not be trusted yet, or None."""
@@ -68,4 +105,7 @@ class Parasitemia:
     def as_dict(self) -> dict:
         lo, hi = self.interval
         return {"cells": self.cells, "parasitized": self.parasitized, "parasitemia": self.fraction,
-                "ci95": [lo, hi], "reliable": self.reliable, "min_cells": self.min_cells, "warning": self.warning()}
+                "ci95": [lo, hi], "raw_parasitemia": self.raw_fraction,
+                "corrected_for": None if self.errors is None else {"sensitivity": self.errors.sensitivity,
+                                                                    "false_positive_rate": self.errors.false_positive_rate},
+                "reliable": self.reliable, "min_cells": self.min_cells, "warning": self.warning()}

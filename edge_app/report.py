@@ -49,6 +49,12 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path], a
     e = html.escape
     lo, hi = total.interval
     warning = total.warning()
+    if total.errors:
+        method = (f"Corrected for the model's error rates measured on held-out patients (sensitivity "
+                  f"{_pct(total.errors.sensitivity)}, false positives {_pct(total.errors.false_positive_rate)} of healthy cells); "
+                  f"raw count {_pct(total.raw_fraction)}.")
+    else:
+        method = "Raw count: not corrected for the model's false positives and misses."
     errors = [f for f in summary["fields"] if f["error"]]
     links = {p.stem.split("-", 1)[0]: os.path.relpath(p, folder) for p in annotated}
     rows = []
@@ -76,12 +82,12 @@ td:first-child, th:first-child {{ text-align: left; }}
 <h1>Slide {e(summary["slide"])}</h1>
 <p class="big">Parasitemia {_pct(total.fraction)}</p>
 <p>95 % confidence interval {_pct(lo)} to {_pct(hi)}: {total.parasitized:,} cells called Parasitized of {total.cells:,} counted
-in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unreadable" if errors else ""}.</p>
+in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unreadable" if errors else ""}. {e(method)}</p>
 {f'<p class="warn">{e(warning)}.</p>' if warning else ""}
 <p>Screening aid, not a diagnosis: a microscopist should confirm the cells below before treatment decisions.
 Model {e(summary["model"])}, cells called Parasitized at P &ge; {summary["threshold"]:.3f}.</p>
 <h2>Fields</h2>
-<table><tr><th>field</th><th>cells</th><th>Parasitized</th><th>parasitemia</th></tr>
+<table><tr><th>field</th><th>cells</th><th>Parasitized</th><th>parasitemia{" (corrected)" if total.errors else ""}</th></tr>
 {"".join(rows)}
 </table>
 <h2>Cells called Parasitized ({len(thumbnails)})</h2>

@@ -24,7 +24,7 @@ from PIL import Image
 
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
-from edge_app.parasitemia import MIN_RELIABLE_CELLS, Parasitemia
+from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import annotate, render_html
 from edge_app.results import ResultWriter
 from edge_app.smear import CellResult, analyse_field
@@ -56,10 +56,6 @@ class FieldCount:
     parasitized: int
     error: str = ""
 
-    @property
-    def parasitemia(self) -> Parasitemia:
-        return Parasitemia(self.cells, self.parasitized)
-
 
 def count_fields(rows: list[dict]) -> list[FieldCount]:
     """Per-field counts from result rows (as read back from the file), in the order fields were done."""
@@ -74,19 +70,27 @@ def count_fields(rows: list[dict]) -> list[FieldCount]:
     return counts
 
 
-def slide_summary(counts: list[FieldCount], min_cells: int = MIN_RELIABLE_CELLS) -> Parasitemia:
+def slide_summary(counts: list[FieldCount], min_cells: int = MIN_RELIABLE_CELLS, errors: CountingErrors | None = None) -> Parasitemia:
     ok = [c for c in counts if not c.error]
-    return Parasitemia(sum(c.cells for c in ok), sum(c.parasitized for c in ok), min_cells)
+    return Parasitemia(sum(c.cells for c in ok), sum(c.parasitized for c in ok), min_cells, errors)
 
 
 class SlideRun:
-    """Analyse fields into an output folder; `finish` writes the summary and report."""
+    """Analyse fields into an output folder; `finish` writes the summary and report.
+
+    Cells are counted at the model's counting threshold, and the parasitemia
+    corrected for its measured error rates there, when the model's sidecar
+    has them; a threshold given by hand has no measured error rates, so its
+    count is reported raw.
+    """
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
                  threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS):
         self.out = Path(out)
         self.model = model
-        self.threshold = model.threshold if threshold is None else threshold
+        counting = model.counting if threshold is None else None
+        self.threshold = counting.threshold if counting else (model.threshold if threshold is None else threshold)
+        self.errors = counting.errors if counting else None
         self.min_cells = min_cells
         for sub in ("annotated", "parasitized"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ class SlideRun:
         return count
 
     def running_total(self) -> Parasitemia:
-        return slide_summary(self.counts, self.min_cells)
+        return slide_summary(self.counts, self.min_cells, self.errors)
 
     def finish(self) -> dict:
         """Write summary.json and report.html (earlier runs' fields included); returns the summary."""
@@ -134,7 +138,8 @@ class SlideRun:
             "results": self.results_path.name,
             "total": total.as_dict(),
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
-                        "parasitemia": c.parasitemia.fraction, "ci95": list(c.parasitemia.interval)} for c in counts],
+                        "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction}
+                       for c in counts for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         thumbs = sorted((self.out / "parasitized").glob("*.png"))

@@ -100,5 +100,31 @@ def benchmark(run_dir, models, data, threads, repeats, batch, out) -> None:
         Path(out).with_suffix(".md").write_text(table)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="Highest share of healthy cells called Parasitized at the counting threshold.")
+def counting(run_dir, model, max_fpr) -> None:
+    """Choose MODEL's threshold for counting smear cells on RUN_DIR's validation patients; store it and the error rates there.
+
+    `malaria-edge smear` and `capture` count at this threshold and correct the
+    parasitemia for these rates. Validation, not test, patients: the test
+    patients stay unseen for benchmarks/smear_slides.py.
+    """
+    from quantization.counting import add_counting
+    from training.data import discover, load_arrays
+    from training.train import TrainConfig
+
+    run = Path(run_dir)
+    cfg = TrainConfig.load(run / "config.json")
+    split = json.loads((run / "split.json").read_text())
+    x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(split["val"])
+    block = add_counting(model, x, y, max_fpr, f"{len(split['val'])} validation patients of the training run")
+    click.echo(f"{model}: counting threshold {block['threshold']:.4f}: sensitivity {block['sensitivity']:.4f}, "
+               f"false-positive rate {block['false_positive_rate']:.4f} ({block['infected_cells']} infected, "
+               f"{block['healthy_cells']} healthy cells)", err=True)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_app.parasitemia import Parasitemia, wilson_interval
+from edge_app.parasitemia import CountingErrors, Parasitemia, wilson_interval
 
 
 def _wilson_by_roots(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -33,3 +33,28 @@ def test_reliability_needs_enough_cells():
     assert many.reliable and many.warning() is None
     assert many.percent_text().startswith("1.20 % (95 % CI 0.84-1.71 %) of 2,500 cells")
     assert Parasitemia(0, 0).percent_text() == "no cells counted"
+
+
+def test_correction_undoes_known_error_rates():
+    errors = CountingErrors(sensitivity=0.85, false_positive_rate=0.01)
+    for true in (0.0, 0.01, 0.05, 0.2, 1.0):
+        observed = true * 0.85 + (1 - true) * 0.01  # what such a classifier counts on average
+        assert errors.correct(observed) == pytest.approx(true)
+    assert errors.correct(0.0) == 0.0 and errors.correct(1.0) == 1.0  # clipped, never negative or above 1
+
+
+def test_corrected_parasitemia_keeps_the_raw_count():
+    errors = CountingErrors(0.85, 0.01)
+    p = Parasitemia(cells=3000, parasitized=57, errors=errors)  # 1.9 % raw
+    assert p.raw_fraction == pytest.approx(0.019)
+    assert p.fraction == pytest.approx((0.019 - 0.01) / 0.84)
+    lo, hi = p.interval
+    raw_lo, raw_hi = wilson_interval(57, 3000)
+    assert lo == pytest.approx(errors.correct(raw_lo)) and hi == pytest.approx(errors.correct(raw_hi))
+    assert "raw count 57 = 1.90 %" in p.percent_text()
+    assert p.as_dict()["corrected_for"] == {"sensitivity": 0.85, "false_positive_rate": 0.01}
+
+
+def test_impossible_error_rates_are_refused():
+    with pytest.raises(ValueError):
+        CountingErrors(sensitivity=0.4, false_positive_rate=0.5)  # worse than chance

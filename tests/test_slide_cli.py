@@ -150,3 +150,24 @@ def test_capture_running_out_of_frames_keeps_what_was_counted(fields, tiny_model
 def test_bad_resolution_is_a_usage_error(tmp_path, tiny_model):
     res = run("capture", "--fields", 1, "--resolution", "big", "--out", tmp_path / "s", "--model", tiny_model)
     assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
+
+
+def test_counting_block_sets_the_threshold_and_corrects_the_parasitemia(fields, model_copy, tmp_path):
+    folder, cells, reds = fields
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = {"threshold": 0.6, "sensitivity": 0.9, "false_positive_rate": 0.05}
+    side.write_text(json.dumps(meta))
+    res = run("smear", folder, "--out", tmp_path / "c", "--model", model_copy)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    total = summary["total"]
+    assert summary["threshold"] == 0.6
+    assert total["raw_parasitemia"] == pytest.approx(reds / cells)
+    assert total["parasitemia"] == pytest.approx((reds / cells - 0.05) / 0.85)
+    assert "Corrected for the model&#x27;s error rates" in (tmp_path / "c" / "report.html").read_text()
+    # A threshold typed by hand has no measured error rates: the count is reported raw.
+    res = run("smear", folder, "--out", tmp_path / "r", "--model", model_copy, "--threshold", 0.5)
+    raw = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert raw["threshold"] == 0.5 and raw["total"]["corrected_for"] is None
+    assert raw["total"]["parasitemia"] == pytest.approx(reds / cells)

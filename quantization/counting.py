@@ -1,0 +1,41 @@
+"""The threshold for counting cells on a smear, and the model's error rates there.
+
+Screening wants high sensitivity (the model's own threshold); counting wants
+few false positives, because at a parasitemia of 1 % every healthy cell
+called infected is a large error. The threshold is chosen on the validation
+patients for a false-positive rate at most `max_fpr`, and the sensitivity and
+false-positive rate measured there go into the sidecar, where the app uses
+them to correct the parasitemia (edge_app.parasitemia).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from quantization.score import bundle_probabilities
+
+
+def counting_threshold(y: np.ndarray, p: np.ndarray, max_fpr: float) -> dict[str, float]:
+    """The lowest threshold at which at most `max_fpr` of the healthy cells score at or above it, and the rates there."""
+    healthy, infected = np.sort(p[y == 0])[::-1], p[y == 1]
+    if not len(healthy) or not len(infected):
+        raise ValueError("need both healthy and infected cells to measure error rates")
+    allowed = int(np.floor(max_fpr * len(healthy)))
+    threshold = float(np.nextafter(healthy[allowed], np.inf)) if allowed < len(healthy) else 0.0
+    return {"threshold": threshold, "sensitivity": float(np.mean(infected >= threshold)),
+            "false_positive_rate": float(np.mean(healthy >= threshold)),
+            "infected_cells": int(len(infected)), "healthy_cells": int(len(healthy))}
+
+
+def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: float, measured_on: str) -> dict:
+    """Measure on (x, y) with the bundle as the app runs it and write the "counting" block into its sidecar."""
+    p, _ = bundle_probabilities(tflite, x)
+    block = {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr, "measured_on": measured_on}
+    side = Path(tflite).with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = block
+    side.write_text(json.dumps(meta, indent=2) + "\n")
+    return block
