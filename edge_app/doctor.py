@@ -80,6 +80,24 @@ def check_camera() -> Check:
     return Check("camera", "PASS", f"{len(cameras)} found: {names}")
 
 
+def check_smear() -> Check:
+    """OpenCV imports and finds the two cells of a drawn field: `smear` and `capture` will work."""
+    try:
+        import cv2
+
+        from edge_app.smear import segment_cells
+    except ImportError as exc:
+        return Check("smear segmentation", "FAIL", f"OpenCV is not importable ({exc})",
+                     "reinstall the app from its bundle (it carries the opencv-python-headless wheel)")
+    field = np.full((120, 160, 3), 230, np.uint8)
+    for x in (50, 110):
+        cv2.circle(field, (x, 60), 20, (200, 90, 130), thickness=-1)
+    found = len(segment_cells(field))
+    if found != 2:
+        return Check("smear segmentation", "FAIL", f"found {found} cells in a test field of 2", "reinstall the app from its bundle")
+    return Check("smear segmentation", "PASS", f"OpenCV {cv2.__version__}, test field ok")
+
+
 def check_disk(folder: str | Path) -> Check:
     free_mb = shutil.disk_usage(folder).free / 2**20
     detail = f"{free_mb:,.0f} MB free at {folder}"
@@ -110,7 +128,7 @@ def check_writable(folder: str | Path) -> Check:
 
 
 def run_checks(model: str | Path, output_dir: str | Path) -> list[Check]:
-    checks = [check_python(), check_runtime(), check_model(model), check_camera(), check_writable(output_dir)]
+    checks = [check_python(), check_runtime(), check_model(model), check_smear(), check_camera(), check_writable(output_dir)]
     if Path(output_dir).is_dir():
         checks.append(check_disk(output_dir))
     return checks

@@ -15,6 +15,7 @@ loses nothing and is never counted twice.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +93,13 @@ class SlideRun:
         self.threshold = counting.threshold if counting else (model.threshold if threshold is None else threshold)
         self.errors = counting.errors if counting else None
         self.min_cells = min_cells
-        for sub in ("annotated", "parasitized"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.results_path = self.out / f"cells.{fmt}"
+        self.out.mkdir(parents=True, exist_ok=True)
         self.writer = ResultWriter(str(self.results_path), fmt, resume=resume, overwrite=overwrite, fields=CELL_FIELDS)
+        for sub in ("annotated", "parasitized"):
+            if not resume:  # images of an earlier count would be shown as this one's (captured fields/ are inputs: kept)
+                shutil.rmtree(self.out / sub, ignore_errors=True)
+            (self.out / sub).mkdir(exist_ok=True)
         self.counts = count_fields(self.writer.previous)
         self.done = {c.field for c in self.counts}
 

@@ -25,7 +25,7 @@ def test_healthy_device_passes(tiny_model, tmp_path, monkeypatch):
     _fake_picamera2(monkeypatch, [{"Model": "imx477", "Num": 0}])
     res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--output-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    for name in ("python", "tflite runtime", "model", "camera", "output folder", "disk"):
+    for name in ("python", "tflite runtime", "model", "smear segmentation", "camera", "output folder", "disk"):
         assert any(line.startswith("PASS") and f" {name}:" in line for line in res.output.splitlines()), name
     assert "imx477" in res.output and "all checks passed" in res.output
     assert list(tmp_path.iterdir()) == []  # the write test cleans up after itself
@@ -79,3 +79,9 @@ def test_unwritable_folder(tmp_path, not_root):
     locked.mkdir()
     locked.chmod(0o500)
     assert doctor.check_writable(locked).status == "FAIL"
+
+
+def test_missing_opencv_fails_smear_with_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    check = doctor.check_smear()
+    assert check.status == "FAIL" and "OpenCV is not importable" in check.detail and "bundle" in check.fix

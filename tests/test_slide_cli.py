@@ -171,3 +171,15 @@ def test_counting_block_sets_the_threshold_and_corrects_the_parasitemia(fields, 
     raw = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert raw["threshold"] == 0.5 and raw["total"]["corrected_for"] is None
     assert raw["total"]["parasitemia"] == pytest.approx(reds / cells)
+
+
+def test_overwrite_starts_the_slide_afresh(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    out = tmp_path / "slide"
+    assert run("smear", folder, "--out", out, "--model", tiny_model).exit_code == 0
+    res = run("smear", folder / "field1.png", "--out", out, "--model", tiny_model, "--overwrite")
+    assert res.exit_code == 0
+    assert [p.name for p in (out / "annotated").iterdir()] == ["0000-field1.png"]
+    rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
+    assert {r["field"] for r in rows} == {str(folder / "field1.png")}
+    assert len(list((out / "parasitized").iterdir())) == sum(r["label"] == "Parasitized" for r in rows)
