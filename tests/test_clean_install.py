@@ -39,3 +39,21 @@ def test_plain_install_classifies_with_the_shipped_model(tmp_path):
     assert [r["status"] for r in rows].count("ok") == 6
     info = subprocess.run([_bin("malaria-edge"), "info"], capture_output=True, text=True, cwd=tmp_path)
     assert info.returncode == 0 and "share/malaria-edge/models" in info.stdout
+
+
+def test_plain_install_counts_a_smear_and_passes_doctor(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.synthetic_fields import compose_field
+
+    rng = np.random.default_rng(0)
+    cells = [(np.asarray(cell(BLUE, (50, 54), seed=i)), "Uninfected") for i in range(30)]
+    field, truth = compose_field(cells, (400, 500), rng)
+    Image.fromarray(field).save(tmp_path / "field.png")
+    res = subprocess.run([_bin("malaria-edge"), "smear", str(tmp_path / "field.png"), "--out", str(tmp_path / "slide")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"field 1/1 field.png: {len(truth)} cells" in res.stderr and (tmp_path / "slide" / "report.html").exists()
+    doctor = subprocess.run([_bin("malaria-edge"), "doctor", "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    assert "PASS  smear segmentation" in doctor.stdout
