@@ -315,7 +315,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     except CameraError as exc:
         run.finish()
         raise SetupError(str(exc)) from None
-    failed = False
+    status = 0
     try:
         for i in range(1, n_fields + 1):
             if i > 1 or start:
@@ -331,13 +331,14 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
             click.echo(_field_line(i, n_fields, count, run.running_total()), err=True)
     except CameraError as exc:
         click.echo(f"error: {exc}; the fields captured so far are kept", err=True)
-        failed = True
+        status = 1
     except (KeyboardInterrupt, click.Abort):
-        click.echo("\nstopped; the fields captured so far are kept (add more with --resume)", err=True)
+        click.echo("\ninterrupted; the fields captured so far are kept (add more with --resume)", err=True)
+        status = 130
     finally:
         camera.close()
     _finish_slide(run)
-    sys.exit(1 if failed else 0)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

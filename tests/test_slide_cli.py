@@ -183,3 +183,23 @@ def test_overwrite_starts_the_slide_afresh(fields, tiny_model, tmp_path):
     rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
     assert {r["field"] for r in rows} == {str(folder / "field1.png")}
     assert len(list((out / "parasitized").iterdir())) == sum(r["label"] == "Parasitized" for r in rows)
+
+
+def test_capture_interrupted_keeps_the_fields_and_exits_130(fields, tiny_model, tmp_path, monkeypatch):
+    from edge_app import camera
+
+    folder, _, _ = fields
+    real = camera.ReplayCamera.capture
+    taken = []
+
+    def capture_then_ctrl_c(self):
+        if taken:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real(self)
+
+    monkeypatch.setattr(camera.ReplayCamera, "capture", capture_then_ctrl_c)
+    res = run("capture", "--fields", 3, "--interval", 0, "--replay", folder, "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 130 and "interrupted" in res.output
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert len(summary["fields"]) == 1 and summary["total"]["cells"] > 0
