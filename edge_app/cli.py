@@ -236,13 +236,11 @@ def _field_line(i: int, n: int | None, count, running) -> str:
 
 
 def _finish_slide(run) -> None:
-    summary = run.finish()
-    total = summary["total"]
-    from edge_app.parasitemia import Parasitemia
-
-    click.echo(f"slide: parasitemia {Parasitemia(total['cells'], total['parasitized'], total['min_cells']).percent_text()}", err=True)
-    if total["warning"]:
-        click.echo(f"warning: {total['warning']}", err=True)
+    run.finish()
+    total = run.running_total()
+    click.echo(f"slide: parasitemia {total.percent_text()}", err=True)
+    if total.warning():
+        click.echo(f"warning: {total.warning()}", err=True)
     click.echo(f"report: {run.out / 'report.html'}", err=True)
 
 

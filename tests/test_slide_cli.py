@@ -166,6 +166,8 @@ def test_counting_block_sets_the_threshold_and_corrects_the_parasitemia(fields, 
     assert total["raw_parasitemia"] == pytest.approx(reds / cells)
     assert total["parasitemia"] == pytest.approx((reds / cells - 0.05) / 0.85)
     assert "Corrected for the model&#x27;s error rates" in (tmp_path / "c" / "report.html").read_text()
+    lo, hi = total["ci95"]  # the figures printed are the corrected ones too
+    assert f"slide: parasitemia {100 * total['parasitemia']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)" in res.output
     # A threshold typed by hand has no measured error rates: the count is reported raw.
     res = run("smear", folder, "--out", tmp_path / "r", "--model", model_copy, "--threshold", 0.5)
     raw = json.loads((tmp_path / "r" / "summary.json").read_text())
