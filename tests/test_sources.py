@@ -14,6 +14,17 @@ def test_folders_expand_sorted_recursive_and_deduplicated(cells_dir):
     assert names == ["blue_0.png", "blue_1.png", "red_0.png", "red_1.png", "red_2.png", os.path.join("sub", "blue_2.png")]
 
 
+def test_the_same_file_through_a_link_or_twice_is_listed_once(cells_dir, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    os.symlink(cells_dir / "red_0.png", links / "a_link_to_red_0.png")
+    os.symlink(tmp_path / "gone.png", links / "dangling.png")  # a dangling link named explicitly still gets its row
+    files = expand_paths([links / "a_link_to_red_0.png", cells_dir, cells_dir, links / "dangling.png", links / "dangling.png"])
+    assert files[0] == str(links / "a_link_to_red_0.png")
+    assert str(cells_dir / "red_0.png") not in files and len(files) == 7
+    assert files[-1] == str(links / "dangling.png")
+
+
 def test_no_recursive_stays_in_the_folder(cells_dir):
     assert not any("sub" in f for f in expand_paths([cells_dir], recursive=False))
 
