@@ -23,9 +23,16 @@ def main() -> None:
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS), help="Repeatable; default: all.")
 @click.option("--representative", default=300, show_default=True, type=click.IntRange(1), help="Training images used to calibrate int8.")
 @click.option("--int8-input", default="int8", show_default=True, type=click.Choice(["int8", "uint8"]), help="Input dtype of the full-int8 model.")
-def convert(run_dir, out, name, variants, representative, int8_input) -> None:
-    """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients."""
+@click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="Smear counting: highest share of healthy validation cells called Parasitized at the counting threshold.")
+def convert(run_dir, out, name, variants, representative, int8_input, max_fpr) -> None:
+    """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients.
+
+    Each file also gets its smear-counting threshold and error rates, measured
+    on the run's validation patients (see `malaria-quantize counting`).
+    """
     from quantization.convert import convert_all, representative_pixels
+    from quantization.counting import add_counting
     from quantization.score import score_bundle
     from training.data import discover, load_arrays
     from training.train import TrainConfig
@@ -42,6 +49,7 @@ def convert(run_dir, out, name, variants, representative, int8_input) -> None:
     arrays = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir)
     x_train, _ = arrays.subset(split["train"])
     x_test, y_test = arrays.subset(split["test"])
+    x_val, y_val = arrays.subset(split["val"])
     model = keras.models.load_model(run / "model.keras")
     meta = {
         "image_size": cfg.image_size, "fit": cfg.fit,
@@ -60,9 +68,10 @@ def convert(run_dir, out, name, variants, representative, int8_input) -> None:
         data = json.loads(side.read_text())
         data["metrics"] = {"split": "test patients of the training run", **scores}
         side.write_text(json.dumps(data, indent=2) + "\n")
+        counting = add_counting(path, x_val, y_val, max_fpr, f"{len(split['val'])} validation patients of the training run")
         click.echo(f"{path} {path.stat().st_size / 1024:.0f} KiB: accuracy {scores['accuracy']:.4f}, "
                    f"sensitivity {scores['sensitivity']:.4f}, specificity {scores['specificity']:.4f}, "
-                   f"ROC AUC {scores['roc_auc']:.4f}", err=True)
+                   f"ROC AUC {scores['roc_auc']:.4f}; " + _counting_text(counting), err=True)
 
 
 @main.command()
@@ -121,9 +130,15 @@ def counting(run_dir, model, max_fpr) -> None:
     split = json.loads((run / "split.json").read_text())
     x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(split["val"])
     block = add_counting(model, x, y, max_fpr, f"{len(split['val'])} validation patients of the training run")
-    click.echo(f"{model}: counting threshold {block['threshold']:.4f}: sensitivity {block['sensitivity']:.4f}, "
-               f"false-positive rate {block['false_positive_rate']:.4f} ({block['infected_cells']} infected, "
-               f"{block['healthy_cells']} healthy cells)", err=True)
+    click.echo(f"{model}: {_counting_text(block)}", err=True)
+
+
+def _counting_text(block: dict | None) -> str:
+    if block is None:
+        return "no usable counting threshold (sensitivity not above the false-positive rate): smear counts stay uncorrected"
+    return (f"counting threshold {block['threshold']:.4f}: sensitivity {block['sensitivity']:.4f}, "
+            f"false-positive rate {block['false_positive_rate']:.4f} ({block['infected_cells']} infected, "
+            f"{block['healthy_cells']} healthy cells)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.parasitemia import CountingErrors
 from quantization.score import bundle_probabilities
 
 
@@ -30,12 +31,22 @@ def counting_threshold(y: np.ndarray, p: np.ndarray, max_fpr: float) -> dict[str
             "infected_cells": int(len(infected)), "healthy_cells": int(len(healthy))}
 
 
-def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: float, measured_on: str) -> dict:
-    """Measure on (x, y) with the bundle as the app runs it and write the "counting" block into its sidecar."""
+def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: float, measured_on: str) -> dict | None:
+    """Measure on (x, y) with the bundle as the app runs it and write the "counting" block into its sidecar.
+
+    A model no better than chance there (sensitivity not above the
+    false-positive rate) gets no block, and None is returned: its smear
+    counts stay raw rather than being "corrected" by meaningless rates.
+    """
     p, _ = bundle_probabilities(tflite, x)
     block = {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr, "measured_on": measured_on}
     side = Path(tflite).with_suffix(".json")
     meta = json.loads(side.read_text())
-    meta["counting"] = block
+    try:
+        CountingErrors(block["sensitivity"], block["false_positive_rate"])
+        meta["counting"] = block
+    except ValueError:
+        meta.pop("counting", None)
+        block = None
     side.write_text(json.dumps(meta, indent=2) + "\n")
     return block

@@ -42,3 +42,11 @@ def test_a_broken_counting_block_is_refused(model_copy):
     side.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="counting block"):
         ModelBundle(model_copy)
+
+
+def test_a_model_no_better_than_chance_gets_no_counting_block(model_copy):
+    x = np.full((40, 16, 16, 3), 128, np.uint8)  # every cell alike: the model cannot tell them apart
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    assert add_counting(model_copy, x, y, 0.01, "test cells") is None
+    assert "counting" not in json.loads(model_copy.with_suffix(".json").read_text())
+    assert ModelBundle(model_copy).counting is None

@@ -114,6 +114,7 @@ def test_smoke_training_and_evaluation(tmp_path):
         assert bundle.input.size == 32 and bundle.threshold == pytest.approx(result["threshold"])
         assert bundle.meta["metrics"]["n"] == result["test"]["n"]
     assert ModelBundle(tmp_path / "models" / "smoke-int8.tflite").input.dtype == "int8"
+    assert "counting threshold" in res.output or "no usable counting threshold" in res.output  # measured on validation
 
 
 def test_config_file_reproduces_a_run_with_typed_overrides(tmp_path, monkeypatch):
