@@ -8,6 +8,7 @@ loses nothing and is never counted twice.
     OUT/cells.csv        one row per cell (or one per empty / unreadable field)
     OUT/annotated/       each field with boxes coloured by label
     OUT/parasitized/     crops of the cells called Parasitized, for a microscopist to confirm
+    OUT/counting.json    the model (sha256) and threshold the slide is counted with; a resume must match
     OUT/summary.json     per-field and slide totals with the 95 % interval
     OUT/report.html      the same for a phone browser, offline
 """
@@ -27,7 +28,7 @@ from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import annotate, render_html
-from edge_app.results import ResultWriter
+from edge_app.results import OutputError, ResultWriter
 from edge_app.smear import CellResult, analyse_field
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -100,8 +101,21 @@ class SlideRun:
             if not resume:  # images of an earlier count would be shown as this one's (captured fields/ are inputs: kept)
                 shutil.rmtree(self.out / sub, ignore_errors=True)
             (self.out / sub).mkdir(exist_ok=True)
+        self._check_same_counting(resume)
         self.counts = count_fields(self.writer.previous)
         self.done = {c.field for c in self.counts}
+
+    def _check_same_counting(self, resume: bool) -> None:
+        """Every field of a slide must be counted by one model at one threshold, or the totals mean nothing."""
+        counting = {"model_sha256": self.model.meta["tflite_sha256"], "threshold": self.threshold}
+        record = self.out / "counting.json"
+        if resume and record.exists():
+            before = json.loads(record.read_text())
+            if before != counting:
+                self.writer.close()
+                raise OutputError(f"{self.out} was counted with another model or threshold ({before}); "
+                                  "resume it with the same --model and --threshold, or count into a new folder")
+        record.write_text(json.dumps(counting, indent=1))
 
     def image_name(self, field: str) -> str:
         """A file name for a field's images, unique in the slide: its position, then its own name."""

@@ -92,6 +92,11 @@ def test_resume_counts_each_field_once(fields, tiny_model, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"]["cells"] == cells and len(summary["fields"]) == 3
     assert sorted(p.name for p in (out / "annotated").glob("*.png")) == ["0000-field0.png", "0001-field1.png", "0002-field2.png"]
+    # Counting more fields of the slide at another threshold would mix two counts: refused.
+    (folder / "more").mkdir()
+    (folder / "field0.png").rename(folder / "more" / "field0.png")
+    mixed = run("smear", folder / "more", "--out", out, "--model", tiny_model, "--resume", "--threshold", 0.9)
+    assert mixed.exit_code == 2 and "another model or threshold" in mixed.output
 
 
 def test_blank_field_is_counted_as_empty(tiny_model, tmp_path):
