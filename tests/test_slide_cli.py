@@ -210,3 +210,20 @@ def test_capture_interrupted_keeps_the_fields_and_exits_130(fields, tiny_model, 
     assert res.exit_code == 130 and "interrupted" in res.output
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert len(summary["fields"]) == 1 and summary["total"]["cells"] > 0
+
+
+def test_smear_and_capture_run_offline_without_tensorflow(fields, tiny_model, tmp_path):
+    pytest.importorskip("tensorflow")  # only meaningful where tensorflow could be imported
+    import subprocess
+
+    from tests.conftest import REPO
+    from tests.test_cli import OFFLINE_RUNNER
+
+    folder, cells, _ = fields
+    for args in (["smear", folder, "--out", tmp_path / "s"],
+                 ["capture", "--fields", 2, "--interval", 0, "--replay", folder, "--out", tmp_path / "c"]):
+        res = subprocess.run([sys.executable, "-c", OFFLINE_RUNNER, *map(str, args), "--model", str(tiny_model)],
+                             capture_output=True, text=True, cwd=REPO)
+        assert res.returncode == 0, res.stderr
+        assert "NETWORK_ATTEMPTS 0 HEAVY_MODULES []" in res.stderr
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["total"]["cells"] == cells
