@@ -224,7 +224,7 @@ def _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrit
     try:
         return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells)
     except (OutputError, OSError) as exc:
-        raise SetupError(str(exc).replace("add --resume", "add --resume to continue this slide")) from None
+        raise SetupError(str(exc)) from None
 
 
 def _field_line(i: int, n: int | None, count, running) -> str:
