@@ -227,8 +227,8 @@ def _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrit
         raise SetupError(str(exc)) from None
 
 
-def _field_line(i: int, n: int | None, count, running) -> str:
-    where = f"field {i}/{n}" if n else f"field {i}"
+def _field_line(i: int, n: int, count, running) -> str:
+    where = f"field {i}/{n}"
     if count.error:
         return f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
     return (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
