@@ -87,3 +87,18 @@ def test_parasitemia_of_a_field_matches_the_truth(tiny_model):
 def test_rejects_non_rgb_arrays():
     with pytest.raises(ValueError, match="RGB uint8"):
         segment_cells(np.zeros((10, 10), np.uint8))
+
+
+def test_uneven_lighting_is_evened_out():
+    """A microscope field is darker at the corners; pale cells there must still be found."""
+    rng = np.random.default_rng(7)
+    pale = [(np.asarray(cell((200, 120, 150), tuple(int(v) for v in rng.integers(36, 56, 2)), seed=i)), "Uninfected")
+            for i in range(300)]
+    field, truth = compose_field(pale, (1232, 1640), rng, touching_pairs=10)
+    h, w = field.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    vignette = 1 - 0.45 * (((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2) / 2  # corners at 55 %
+    dark_corners = (field * vignette[..., None]).astype(np.uint8)
+    found = segment_cells(dark_corners)
+    hits = match(_boxes(found), truth)
+    assert hits / len(truth) >= 0.98 and hits / len(found) >= 0.98
