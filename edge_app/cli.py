@@ -205,7 +205,7 @@ def slide_options(fn):
         click.option("--out", "-o", "out", type=click.Path(file_okay=False), required=True, help="The slide's output folder (cells.csv, annotated/, parasitized/, summary.json, report.html)."),
         model_option,
         click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True, help="Per-cell results format."),
-        click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="P(Parasitized) at or above which a cell counts as Parasitized (default: the model's)."),
+        click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="P(Parasitized) at or above which a cell counts as Parasitized, uncorrected (default: the model's counting threshold, corrected for its error rates)."),
         click.option("--min-cells", type=click.IntRange(1), default=2000, show_default=True, help="Fewer counted cells than this and the slide's parasitemia is flagged as not reliable."),
         click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)"),
         click.option("--resume", is_flag=True, help="Continue this slide: fields already in --out are kept and not counted again."),
@@ -303,6 +303,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     from PIL import Image
 
     from edge_app.camera import CameraError, open_camera
+    from edge_app.report import save_png
 
     run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
     frames = run.out / "fields"
@@ -324,7 +325,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
                     time.sleep(interval)
             rgb = camera.capture()
             path = frames / f"field-{start + i:04d}.png"
-            Image.fromarray(rgb).save(path)
+            save_png(Image.fromarray(rgb), path)
             count = run.add_field(str(path), rgb)
             click.echo(_field_line(i, n_fields, count, run.running_total()), err=True)
     except CameraError as exc:

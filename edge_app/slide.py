@@ -27,7 +27,7 @@ from PIL import Image
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
-from edge_app.report import annotate, render_html
+from edge_app.report import annotate, render_html, save_png
 from edge_app.results import OutputError, ResultWriter
 from edge_app.smear import CellResult, analyse_field
 
@@ -126,8 +126,8 @@ class SlideRun:
         name = self.image_name(field)
         for i, r in enumerate(results):
             if r.label == LABELS[1]:
-                Image.fromarray(r.cell.crop).save(self.out / "parasitized" / f"{name}-cell{i:04d}.png")
-        annotate(rgb, results).save(self.out / "annotated" / f"{name}.png")
+                save_png(Image.fromarray(r.cell.crop), self.out / "parasitized" / f"{name}-cell{i:04d}.png")
+        save_png(annotate(rgb, results), self.out / "annotated" / f"{name}.png")
         self.writer.write(_rows(field, results))
         self.writer.sync()  # a field is a minute of the worker's time: make it durable now
         return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results)))
