@@ -1,4 +1,5 @@
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,6 +53,15 @@ def test_discover_skips_non_images_and_load_reports_bad_files(tmp_path):
     assert arrays.x.shape == (len(samples) - 1, 24, 24, 3)
     cached = load_arrays(samples, 24, "pad", cache_dir=tmp_path / "cache", workers=1)
     assert np.array_equal(cached.x, arrays.x) and list(cached.patient) == list(arrays.patient)
+
+
+def test_decoding_workers_are_spawned_not_forked(tmp_path, monkeypatch):
+    """The training process has TensorFlow's threads (and maybe an interpreter's): forking it is unsafe."""
+    def no_fork():
+        raise AssertionError("load_arrays forked the process")
+    monkeypatch.setattr(os, "fork", no_fork)
+    root = make_nih_folder(tmp_path / "data", infected=2, healthy=1, cells=2)
+    assert load_arrays(discover(root), 16, "pad", workers=1).x.shape == (10, 16, 16, 3)
 
 
 def _check_split(samples, seed, folds):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import random
 import re
 import sys
@@ -155,7 +156,9 @@ def load_arrays(
     images: list[np.ndarray] = []
     kept: list[Sample] = []
     bad: list[tuple[str, str]] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork copies the parent's threads' state (TensorFlow's, an interpreter's
+    # XNNPACK pool) into the workers, where freeing it can crash them (seen once in CI).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for i, (s, out) in enumerate(zip(samples, pool.map(_decode, jobs, chunksize=64))):
             if isinstance(out, str):
                 bad.append((str(s.path), out))
