@@ -264,7 +264,8 @@ def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwri
     if not files:
         raise SetupError("no image files found in the given paths")
     run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
-    todo = [f for f in files if f not in run.done]
+    done = run.done
+    todo = [f for f in files if f not in done]
     if len(todo) < len(files):
         click.echo(f"resuming: {len(files) - len(todo)} fields already counted", err=True)
     errors = 0
@@ -308,7 +309,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
     frames = run.out / "fields"
     frames.mkdir(exist_ok=True)
-    start = len(run.done)
+    start = len(run.counts)
     try:
         camera = open_camera(replay, resolution)
     except CameraError as exc:

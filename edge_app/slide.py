@@ -103,7 +103,6 @@ class SlideRun:
             (self.out / sub).mkdir(exist_ok=True)
         self._check_same_counting(resume)
         self.counts = count_fields(self.writer.previous)
-        self.done = {c.field for c in self.counts}
 
     def _check_same_counting(self, resume: bool) -> None:
         """Every field of a slide must be counted by one model at one threshold, or the totals mean nothing."""
@@ -117,9 +116,14 @@ class SlideRun:
                                   "resume it with the same --model and --threshold, or count into a new folder")
         record.write_text(json.dumps(counting, indent=1))
 
+    @property
+    def done(self) -> set[str]:
+        """Fields already counted (also by an earlier run of this slide)."""
+        return {c.field for c in self.counts}
+
     def image_name(self, field: str) -> str:
         """A file name for a field's images, unique in the slide: its position, then its own name."""
-        return f"{len(self.done):04d}-{Path(field).stem}"
+        return f"{len(self.counts):04d}-{Path(field).stem}"
 
     def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
         results = analyse_field(self.model, rgb, self.threshold)
@@ -138,7 +142,6 @@ class SlideRun:
 
     def _counted(self, count: FieldCount) -> FieldCount:
         self.counts.append(count)
-        self.done.add(count.field)
         return count
 
     def running_total(self) -> Parasitemia:
