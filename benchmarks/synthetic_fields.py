@@ -68,11 +68,11 @@ def compose_field(cells: list[tuple[np.ndarray, str]], shape: tuple[int, int], r
     singles = cells[2 * touching_pairs:]
     for (a, la), (b, lb) in pairs:
         (ha, wa), (hb, wb) = a.shape[:2], b.shape[:2]
+        ma, mb = cell_mask(a), cell_mask(b)
         for _ in range(tries):
             x, y = int(rng.integers(gap, width - wa - wb - gap)), int(rng.integers(gap, height - max(ha, hb) - gap))
             yb = y + (ha - hb) // 2
             # Slide b leftwards towards a until the two masks touch (share an edge pixel).
-            ma, mb = cell_mask(a), cell_mask(b)
             xb = x + wa
             while xb > x and not _touch(ma, x, y, mb, xb - 1, yb):
                 xb -= 1
