@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -50,7 +49,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path], annotated: Sequence[Path], folder: Path) -> str:
+def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path]) -> str:
     """The slide report: verdict first, then the fields table, then the cells to confirm."""
     e = html.escape
     lo, hi = total.interval
@@ -62,10 +61,9 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path], a
     else:
         method = "Raw count: not corrected for the model's false positives and misses."
     errors = [f for f in summary["fields"] if f["error"]]
-    links = {p.stem.split("-", 1)[0]: os.path.relpath(p, folder) for p in annotated}
     rows = []
-    for i, f in enumerate(summary["fields"]):
-        link = links.get(f"{i:04d}")
+    for f in summary["fields"]:
+        link = f["annotated"]
         name = f'<a href="{e(link)}">{e(Path(f["field"]).name)}</a>' if link else e(Path(f["field"]).name)
         if f["error"]:
             rows.append(f'<tr><td>{name}</td><td colspan="3" class="err">{e(f["error"])}</td></tr>')

@@ -121,13 +121,14 @@ class SlideRun:
         """Fields already counted (also by an earlier run of this slide)."""
         return {c.field for c in self.counts}
 
-    def image_name(self, field: str) -> str:
+    @staticmethod
+    def image_name(index: int, field: str) -> str:
         """A file name for a field's images, unique in the slide: its position, then its own name."""
-        return f"{len(self.counts):04d}-{Path(field).stem}"
+        return f"{index:04d}-{Path(field).stem}"
 
     def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
         results = analyse_field(self.model, rgb, self.threshold)
-        name = self.image_name(field)
+        name = self.image_name(len(self.counts), field)
         for i, r in enumerate(results):
             if r.label == LABELS[1]:
                 save_png(Image.fromarray(r.cell.crop), self.out / "parasitized" / f"{name}-cell{i:04d}.png")
@@ -150,8 +151,8 @@ class SlideRun:
     def finish(self) -> dict:
         """Write summary.json and report.html (earlier runs' fields included); returns the summary."""
         self.writer.close()
-        counts = self.counts
         total = self.running_total()
+        annotated = [Path("annotated") / f"{self.image_name(i, c.field)}.png" for i, c in enumerate(self.counts)]
         summary = {
             "slide": self.out.name,
             "model": self.model.name,
@@ -159,13 +160,13 @@ class SlideRun:
             "results": self.results_path.name,
             "total": total.as_dict(),
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
-                        "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction}
-                       for c in counts for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
+                        "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
+                        "annotated": str(a) if (self.out / a).exists() else None}
+                       for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         thumbs = sorted((self.out / "parasitized").glob("*.png"))
-        annotated = sorted((self.out / "annotated").glob("*.png"))
-        (self.out / "report.html").write_text(render_html(summary, total, thumbs, annotated, self.out), encoding="utf-8")
+        (self.out / "report.html").write_text(render_html(summary, total, thumbs), encoding="utf-8")
         return summary
 
 
