@@ -131,7 +131,7 @@ class ModelBundle:
             self._interp.resize_tensor_input(self._in["index"], [n, self.input.size, self.input.size, 3])
             self._interp.allocate_tensors()
             self._batch = n
-        self._interp.set_tensor(self._in["index"], _quantize_input(pixels, self._in))
+        self._interp.set_tensor(self._in["index"], quantize_input(pixels, self._in))
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out["index"]).reshape(n)
         scale, zero = self._out["quantization"]
@@ -145,7 +145,7 @@ class ModelBundle:
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float64)
 
 
-def _quantize_input(pixels: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def quantize_input(pixels: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Map uint8 pixels to the tensor's dtype; for int8/uint8 models exact when scale is 1."""
     dtype = detail["dtype"]
     if dtype == np.float32:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from quantization.convert import VARIANTS
 
@@ -23,9 +24,11 @@ def main() -> None:
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS), help="Repeatable; default: all.")
 @click.option("--representative", default=300, show_default=True, type=click.IntRange(1), help="Training images used to calibrate int8.")
 @click.option("--int8-input", default="int8", show_default=True, type=click.Choice(["int8", "uint8"]), help="Input dtype of the full-int8 model.")
+@click.option("--bias-images", default=1000, show_default=True, type=click.IntRange(0),
+              help="Training images on which the int8 output's offset from the float model is measured and removed (0: no correction).")
 @click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
               help="Smear counting: highest share of healthy validation cells called Parasitized at the counting threshold.")
-def convert(run_dir, out, name, variants, representative, int8_input, max_fpr) -> None:
+def convert(run_dir, out, name, variants, representative, int8_input, bias_images, max_fpr) -> None:
     """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients.
 
     Each file also gets its smear-counting threshold and error rates, measured
@@ -60,8 +63,9 @@ def convert(run_dir, out, name, variants, representative, int8_input, max_fpr) -
             "float_test_metrics": {k: evaluation["test"][k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "n")},
         },
     }
+    sample = np.random.default_rng(cfg.seed + 1).choice(len(x_train), min(bias_images, len(x_train)), replace=False)
     paths = convert_all(model, out, name, meta, representative_pixels(x_train, representative, cfg.seed),
-                        variants or VARIANTS, int8_input)
+                        variants or VARIANTS, int8_input, x_train[np.sort(sample)])
     for path in paths:
         scores = score_bundle(path, x_test, y_test)
         side = path.with_suffix(".json")

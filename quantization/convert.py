@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_app.labels import LABELS
 from edge_app.model import write_sidecar
+from quantization.bias_correction import correct_output_bias
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 
@@ -74,13 +75,23 @@ def convert_all(
     representative: np.ndarray | None = None,
     variants: Iterable[str] = VARIANTS,
     int8_input: str = "int8",
+    bias_images: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics."""
+    """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics.
+
+    With `bias_images` (training pixels), the int8 output is bias-corrected
+    against the float model on them (see quantization.bias_correction).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for variant in variants:
         data = convert_variant(model, variant, representative, int8_input)
+        extra: dict[str, Any] = {}
+        if variant == "int8" and bias_images is not None and len(bias_images):
+            float_logits = model.predict(np.asarray(bias_images, np.float32), batch_size=256, verbose=0).reshape(-1)
+            data, offset = correct_output_bias(data, float_logits, bias_images)
+            extra["bias_correction"] = {"logit_offset_removed": offset, "images": int(len(bias_images)), "from": "training split"}
         path = out / f"{name}-{variant}.tflite"
         path.write_bytes(data)
         write_sidecar(path, {
@@ -93,6 +104,7 @@ def convert_all(
             "temperature": float(meta.get("temperature", 1.0)),
             "variant": variant,
             **{k: meta[k] for k in ("metrics", "training") if k in meta},
+            **extra,
         })
         written.append(path)
     return written

@@ -22,6 +22,23 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS.
+
+    Linux carries ru_maxrss across exec, so a process started by a parent
+    holding TensorFlow would report the parent's gigabyte; VmHWM belongs to
+    the exec'ed image alone. Elsewhere ru_maxrss is the best there is.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(path: str, x: np.ndarray, threads: list[int], repeats: int, batch: int) -> dict:
     """Load time, per-image latency (single and batched) per thread count, and peak RSS of this process."""
     out: dict = {"latency": {}}
@@ -43,7 +60,7 @@ def measure(path: str, x: np.ndarray, threads: list[int], repeats: int, batch: i
             model.predict(xb)
             batched.append((time.perf_counter() - t) / batch)
         out["latency"][str(n)] = {"single": _percentiles(single), f"batch{batch}": _percentiles(batched)}
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     out["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "sklearn", "scipy"})
     return out
 

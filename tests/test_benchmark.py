@@ -16,7 +16,8 @@ def test_benchmark_table_on_the_tiny_model(tiny_models, tiny_keras_model):
     assert ref["model"].startswith("keras") and ref["accuracy"] == 1.0
     for row in (f32, i8):
         assert row["accuracy"] == 1.0 and row["agreement"] == 1.0 and row["roc_auc"] == 1.0
-        assert row["size_kb"] > 0 and row["load_ms"] > 0 and row["peak_rss_mb"] > 10
+        assert row["size_kb"] > 0 and row["load_ms"] > 0
+        assert 10 < row["peak_rss_mb"] < 200  # the measuring process's own, not this TensorFlow-laden parent's (carried across exec)
         assert row["heavy_modules"] == []  # measured like the app runs: no tensorflow, no scipy
         for n in ("1", "2"):
             lat = row["latency"][n]
