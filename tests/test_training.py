@@ -143,3 +143,14 @@ def test_config_file_reproduces_a_run_with_typed_overrides(tmp_path, monkeypatch
     (cfg,) = seen
     assert cfg.out == str(tmp_path / "again")  # typed: replaces the saved value
     assert (cfg.image_size, cfg.epochs, cfg.seed) == (48, 7, 5)  # not typed: as saved, not the defaults
+
+
+def test_gradcam_maps_for_both_architectures():
+    pytest.importorskip("tensorflow")
+    from training.model import build_model
+    from training.plots import gradcam
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    for arch in ("mobilenetv2", "baseline-cnn"):
+        cams = gradcam(build_model(arch, 32), x)
+        assert cams.shape == (3, 32, 32) and np.all((cams >= 0) & (cams <= 1 + 1e-6)), arch

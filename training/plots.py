@@ -69,38 +69,40 @@ def reliability(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray, path: Path)
     _save(fig, path)
 
 
-def _gradcam_layer(backbone):
-    """The deepest activation with at least a 4x4 map: the last one is 2x2 at 64 px, too coarse to show anything."""
-    from keras import layers
-
-    maps = [l for l in backbone.layers if isinstance(l, layers.ReLU) and (l.output.shape[1] or 0) >= 4]
+def _gradcam_layer(model, kind):
+    """The deepest `kind` activation with at least a 4x4 map: MobileNetV2's last one is 2x2 at 64 px, too coarse to show anything."""
+    maps = [l for l in model.layers if isinstance(l, kind) and len(l.output.shape) == 4 and (l.output.shape[1] or 0) >= 4]
     return maps[-1]
 
 
 def gradcam(model, x: np.ndarray) -> np.ndarray:
-    """Grad-CAM heat maps (N, H, W) in [0, 1] for the Parasitized logit."""
+    """Grad-CAM heat maps (N, H, W) in [0, 1] for the Parasitized logit, for a MobileNetV2 run or the flat baseline CNN."""
     import keras
     import tensorflow as tf
+    from keras import layers
 
     from training.model import backbone_of
 
     backbone = backbone_of(model)
-    if backbone is None:
-        raise ValueError("Grad-CAM needs a model with a backbone")
-    layer = _gradcam_layer(backbone)
-    feats = keras.Model(backbone.inputs, [layer.output, backbone.output])
-    at = model.layers.index(backbone)
-    pre, head = model.layers[1:at], model.layers[at + 1:]
     inp = tf.convert_to_tensor(x.astype(np.float32))
-    with tf.GradientTape() as tape:
-        h = inp
-        for l in pre:
-            h = l(h)
-        conv, pooled = feats(h)
-        tape.watch(conv)
-        z = pooled
-        for l in head:
-            z = l(z, training=False) if "dropout" in l.name else l(z)
+    if backbone is None:  # a flat model: its own deepest convolution (ReLU fused in)
+        sub = keras.Model(model.inputs, [_gradcam_layer(model, layers.Conv2D).output, model.output])
+        with tf.GradientTape() as tape:
+            conv, z = sub(inp, training=False)
+    else:
+        layer = _gradcam_layer(backbone, layers.ReLU)
+        feats = keras.Model(backbone.inputs, [layer.output, backbone.output])
+        at = model.layers.index(backbone)
+        pre, head = model.layers[1:at], model.layers[at + 1:]
+        with tf.GradientTape() as tape:
+            h = inp
+            for l in pre:
+                h = l(h)
+            conv, pooled = feats(h)
+            tape.watch(conv)
+            z = pooled
+            for l in head:
+                z = l(z, training=False) if "dropout" in l.name else l(z)
     grads = tape.gradient(z, conv)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
