@@ -7,8 +7,8 @@ from training.crossval import compare_markdown, summarise
 from tests.test_training import make_nih_folder
 
 
-def _fold(acc, auc):
-    return {"accuracy@0.5": acc, "accuracy": acc - 0.01, "sensitivity": 0.98, "specificity": 0.9, "roc_auc": auc, "pr_auc": auc}
+def _fold(acc, auc, fold=0):
+    return {"fold": fold, "accuracy@0.5": acc, "accuracy": acc - 0.01, "sensitivity": 0.98, "specificity": 0.9, "roc_auc": auc, "pr_auc": auc}
 
 
 def test_summary_mean_and_spread():
@@ -17,14 +17,27 @@ def test_summary_mean_and_spread():
     assert s["accuracy@0.5"]["std"] == pytest.approx(0.01414, abs=1e-4)
 
 
+def _cv(arch, seed, folds):
+    return {"config": {"arch": arch, "seed": seed, "folds": 5, "data": "d"}, "folds": folds}
+
+
 def test_compare_refuses_different_folds():
-    a = {"config": {"arch": "a", "seed": 0, "folds": 5, "data": "d"}, "summary": summarise([_fold(0.97, 0.99)] * 2)}
-    b = {"config": {"arch": "b", "seed": 1, "folds": 5, "data": "d"}, "summary": summarise([_fold(0.95, 0.98)] * 2)}
+    a = _cv("a", 0, [_fold(0.97, 0.99, k) for k in range(2)])
+    b = _cv("b", 1, [_fold(0.95, 0.98, k) for k in range(2)])
     with pytest.raises(ValueError, match="seed"):
         compare_markdown(a, b)
     b["config"]["seed"] = 0
     table = compare_markdown(a, b)
-    assert "+2.00 pp" in table and "+0.0100" in table
+    assert "+2.00 pp" in table and "+0.0100" in table and "Folds compared: 0, 1 of 0-4" in table
+
+
+def test_compare_uses_only_the_folds_both_finished():
+    a = _cv("a", 0, [_fold(0.97, 0.99, 0), _fold(0.90, 0.95, 3)])
+    b = _cv("b", 0, [_fold(0.95, 0.98, 0), _fold(0.96, 0.99, 1)])
+    table = compare_markdown(a, b)
+    assert "Folds compared: 0 of 0-4" in table and "+2.00 pp" in table  # fold 3 (a only) and fold 1 (b only) left out
+    with pytest.raises(ValueError, match="no finished fold in common"):
+        compare_markdown(_cv("a", 0, [_fold(0.97, 0.99, 2)]), b)
 
 
 def test_cross_validation_runs_every_fold(tmp_path):
@@ -46,6 +59,10 @@ def test_cross_validation_runs_every_fold(tmp_path):
     # An interrupted cross-validation resumes: finished folds with the same config are not retrained...
     (tmp_path / "cv" / "fold2" / "evaluation.json").unlink()
     trained = {k: (tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns for k in range(3)}
+    # ...and can be summarised meanwhile, training nothing.
+    partial = cross_validate(cfg, tmp_path / "cv", train=False)
+    assert [f["fold"] for f in partial["folds"]] == [0, 1] and partial["missing_folds"] == [2]
+    assert not (tmp_path / "cv" / "fold2" / "evaluation.json").exists()
     again = cross_validate(cfg, tmp_path / "cv")
     assert again["folds"][:2] == result["folds"][:2]
     now = {k: (tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns for k in range(3)}
@@ -54,3 +71,14 @@ def test_cross_validation_runs_every_fold(tmp_path):
     changed = cross_validate(replace(cfg, batch_size=8), tmp_path / "cv")
     assert all((tmp_path / "cv" / f"fold{k}" / "model.keras").stat().st_mtime_ns != now[k] for k in range(3))
     assert len(changed["folds"]) == 3
+
+
+def test_cv_finished_only_with_nothing_finished_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    root = make_nih_folder(tmp_path / "data", infected=6, healthy=3, cells=1)
+    res = CliRunner().invoke(main, ["cv", str(root), "--out", str(tmp_path / "cv"), "--finished-only"])
+    assert res.exit_code == 1 and "no fold" in res.output and "finished" in res.output
+    assert not (tmp_path / "cv" / "cv.json").exists()

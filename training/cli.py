@@ -82,11 +82,15 @@ def evaluate_cmd(run_dir, gradcam) -> None:
 @main.command("cv")
 @click.argument("data", type=click.Path(exists=True, file_okay=False), default=_DEFAULTS.data)
 @_train_options
-def cv_cmd(data, config_file, **kwargs) -> None:
+@click.option("--finished-only", is_flag=True, help="Train nothing: summarise the folds finished so far and list the missing ones.")
+def cv_cmd(data, config_file, finished_only, **kwargs) -> None:
     """Patient-grouped k-fold cross-validation: one model per fold; writes OUT/cv.json and fold folders."""
     from training.crossval import cross_validate
 
-    cross_validate(_config(data, config_file, **kwargs), kwargs["out"])
+    try:
+        cross_validate(_config(data, config_file, **kwargs), kwargs["out"], train=not finished_only)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("compare")
