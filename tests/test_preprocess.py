@@ -126,3 +126,46 @@ def test_permission_denied_mapping(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", deny)
     with pytest.raises(ImageError, match="permission denied"):
         load_rgb(path)
+
+
+def _noise(shape, dtype=np.uint8, top=255, seed=0):
+    return np.random.default_rng(seed).integers(0, top + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_plain_png_fast_path_matches_pillow(tmp_path, monkeypatch, interlace):
+    """8-bit RGB PNGs are decoded by OpenCV; the pixels must be Pillow's, bit for bit."""
+    from edge_app import preprocess as pp
+
+    path = tmp_path / "n.png"
+    Image.fromarray(_noise((37, 53, 3))).save(path, interlace=interlace)
+    decoded = []
+    real = pp._decode_png
+    monkeypatch.setattr(pp, "_decode_png", lambda *a: decoded.append(1) or real(*a))
+    fast = np.asarray(load_rgb(path))
+    with Image.open(path) as im:
+        assert np.array_equal(fast, np.asarray(im.convert("RGB")))
+    assert decoded, "the fast path was not taken"
+
+
+def test_corrupt_png_data_behind_a_good_header_is_still_reported(tmp_path):
+    path = tmp_path / "c.png"
+    data = bytearray(_png_bytes(Image.fromarray(_noise((64, 64, 3)))))
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # header intact, image data broken
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="corrupt image"):
+        load_rgb(path)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.fromarray(_noise((20, 30, 4))),  # alpha: composited onto black, which OpenCV would not do
+    lambda: Image.fromarray(_noise((20, 30), np.uint16, 65535)),  # 16-bit
+    lambda: Image.fromarray(_noise((20, 30))).convert("P"),
+])
+def test_other_pngs_keep_pillows_handling(tmp_path, monkeypatch, make):
+    from edge_app import preprocess as pp
+
+    path = tmp_path / "o.png"
+    make().save(path)
+    monkeypatch.setattr(pp, "_decode_png", lambda *a: pytest.fail("fast path taken for a non-plain PNG"))
+    assert np.asarray(load_rgb(path)).shape == (20, 30, 3)

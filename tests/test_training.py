@@ -154,3 +154,34 @@ def test_gradcam_maps_for_both_architectures():
     for arch in ("mobilenetv2", "baseline-cnn"):
         cams = gradcam(build_model(arch, 32), x)
         assert cams.shape == (3, 32, 32) and np.all((cams >= 0) & (cams <= 1 + 1e-6)), arch
+
+
+def test_stain_jitter_recolours_each_cell_on_its_own():
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from training.train import augmenter
+
+    x = np.zeros((64, 16, 16, 3), np.float32)
+    x[:, 4:12, 4:12] = (180.0, 150.0, 160.0)  # one stain colour for every cell
+    y = np.zeros(64, np.float32)
+    tf.random.set_seed(0)
+    plain, _ = augmenter(0, 0.0)(tf.constant(x), y)
+    jittered, _ = augmenter(0, 0.2)(tf.constant(x), y)
+
+    def green_over_red(batch):
+        inside = batch.numpy()[:, 6:10, 6:10].reshape(len(x), -1, 3).mean(1)
+        return inside[:, 1] / inside[:, 0]
+
+    # without it, colour jitter is one draw per batch: every cell keeps the same channel balance
+    assert np.ptp(green_over_red(plain)) < 1e-3
+    assert np.ptp(green_over_red(jittered)) > 0.1
+
+
+def test_configs_saved_before_stain_jitter_load_without_it(tmp_path):
+    from training.train import TrainConfig
+
+    old = asdict(TrainConfig())
+    del old["stain_jitter"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert TrainConfig.load(tmp_path / "config.json").stain_jitter == 0.0

@@ -25,6 +25,8 @@ def _train_options(fn):
         click.option("--patience", default=_DEFAULTS.patience, show_default=True, type=click.IntRange(1), help="Early stopping on validation AUC."),
         click.option("--class-weights/--no-class-weights", default=_DEFAULTS.class_weights, show_default=True),
         click.option("--augment/--no-augment", default=_DEFAULTS.augment, show_default=True),
+        click.option("--stain-jitter", default=_DEFAULTS.stain_jitter, show_default=True, type=click.FloatRange(0.0, 0.5),
+                     help="Per-channel colour gain range (+-) in augmentation, for slides stained differently."),
         click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int),
         click.option("--folds", default=_DEFAULTS.folds, show_default=True, type=click.IntRange(3)),
         click.option("--test-fold", default=_DEFAULTS.test_fold, show_default=True, type=click.IntRange(0)),
