@@ -82,11 +82,13 @@ def classify_stream(
         pending.clear()
 
     target = 1  # the first row goes out after one image: the user sees a result at once, then full batches
+    ready = 0
     for item in images:
         pending.append(item)
-        if sum(d.pixels is not None for d in pending) >= target or len(pending) >= 4 * batch_size:
+        ready += item.pixels is not None
+        if ready >= target or len(pending) >= 4 * batch_size:
             flush()
-            target = batch_size
+            target, ready = batch_size, 0
     if pending:
         flush()
     summary.seconds = time.perf_counter() - start

@@ -132,11 +132,15 @@ def _noise(shape, dtype=np.uint8, top=255, seed=0):
     return np.random.default_rng(seed).integers(0, top + 1, shape).astype(dtype)
 
 
-@pytest.mark.parametrize("interlace", [False, True])
-def test_plain_png_fast_path_matches_pillow(tmp_path, monkeypatch, interlace):
+@pytest.mark.parametrize("interlace,old_opencv", [(False, False), (True, False), (False, True)])
+def test_plain_png_fast_path_matches_pillow(tmp_path, monkeypatch, interlace, old_opencv):
     """8-bit RGB PNGs are decoded by OpenCV; the pixels must be Pillow's, bit for bit."""
+    import cv2
+
     from edge_app import preprocess as pp
 
+    if old_opencv:  # before 4.11 OpenCV decodes to BGR only
+        monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB", raising=False)
     path = tmp_path / "n.png"
     Image.fromarray(_noise((37, 53, 3))).save(path, interlace=interlace)
     decoded = []

@@ -40,7 +40,8 @@ def test_missing_path_is_a_usage_error(tmp_path):
         expand_paths([tmp_path / "nope"])
 
 
-def test_decode_stream_keeps_input_order_and_reports_errors(tmp_path):
+@pytest.mark.parametrize("workers,chunk", [(3, 8), (1, 1), (2, 3)])  # look-ahead shorter than the list, and chunks that do not divide it
+def test_decode_stream_keeps_input_order_and_reports_errors(tmp_path, workers, chunk):
     paths = []
     for i in range(40):
         p = tmp_path / f"{i:02d}.png"
@@ -49,7 +50,7 @@ def test_decode_stream_keeps_input_order_and_reports_errors(tmp_path):
         else:
             cell(RED if i % 2 else BLUE, size=(20 + i, 30), seed=i).save(p)
         paths.append(str(p))
-    out = list(decode_stream(paths, 16, "pad", workers=3))
+    out = list(decode_stream(paths, 16, "pad", workers=workers, chunk=chunk))
     assert [d.path for d in out] == paths
     for i, d in enumerate(out):
         if i % 7 == 3:
