@@ -30,7 +30,7 @@ class TrainConfig:
     patience: int = 8
     class_weights: bool = True
     augment: bool = True
-    stain_jitter: float = 0.0  # per-cell, per-channel gain range (+-): the stain differences between patients' slides
+    stain_jitter: float = 0.2  # per-cell, per-channel gain range (+-): the stain differences between patients' slides
     seed: int = 0
     folds: int = 5
     test_fold: int = 0
