@@ -51,7 +51,7 @@ def augmenter(seed: int, stain_jitter: float = 0.0):
     """Microscopy-safe augmentation: any orientation, small shifts/zoom, stain colour jitter; black fill like the background.
 
     Patients' slides differ most in stain: the mean colour of a patient's
-    cells varies by 8-11 % per channel (one standard deviation) across the
+    cells varies by 8-10 % per channel (one standard deviation) across the
     NIH donors, and the worst outliers sit 3 deviations out. `stain_jitter`
     scales each channel of each cell by its own factor in 1 +- stain_jitter,
     which moves the colour as a different staining would; being a gain, it
