@@ -8,9 +8,9 @@ Reports images/s, cold start (process start to first result) and peak RSS of
 each, and their ratios. Our images/s comes twice: end to end from process
 start, and from the first result to the last, which is timed like the peer's
 batched figure (inside its process, after TensorFlow and the model have
-loaded; decoding every image included). Both read the same list of real cell images, from the
-page cache, in alternating runs (--repeats); figures are medians with their
-range. Linux carries a process's peak RSS across exec, so each child's figure
+loaded; decoding every image included). Both read the same list of real
+cell images, from the page cache, in alternating runs (--repeats); figures
+are medians with their range. Linux carries a process's peak RSS across exec, so each child's figure
 is at least this harness's own (numpy only, printed as harness_peak_rss_mb).
 """
 
