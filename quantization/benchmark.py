@@ -39,7 +39,7 @@ def measure_in_subprocess(path: str | Path, x: np.ndarray, threads: Sequence[int
 
 
 def benchmark(tflite_paths: Sequence[str | Path], x: np.ndarray, y: np.ndarray, keras_model=None,
-              threads: Sequence[int] = THREADS, repeats: int = 200, batch: int = 32) -> dict:
+              threads: Sequence[int] = THREADS, repeats: int = 200, batch: int = 32, images: str = "test images") -> dict:
     """Score and time each bundle on (x, y); with `keras_model`, also the float reference and label agreement.
 
     The reference is scored with the first bundle's calibration (temperature
@@ -66,7 +66,7 @@ def benchmark(tflite_paths: Sequence[str | Path], x: np.ndarray, y: np.ndarray, 
                         **M.summary(y, p_ref, rows[0]["threshold"])})
     for row in rows:
         row.pop("p", None)
-    return {"n": int(len(x)), "threads": list(threads), "batch": batch, "rows": rows}
+    return {"n": int(len(x)), "images": images, "threads": list(threads), "batch": batch, "rows": rows}
 
 
 def markdown(result: dict) -> str:
@@ -74,7 +74,7 @@ def markdown(result: dict) -> str:
     head = ["model", "size KiB", "accuracy", "sensitivity", "specificity", "ROC AUC", "agreement", "load ms"]
     for n in result["threads"]:
         head += [f"{n}t p50/p95 ms", f"{n}t batch{b} ms/img"]
-    lines = [f"{result['n']} test images; latency per image, single image and batched ({b}).", "",
+    lines = [f"{result['n']} {result['images']}; latency per image, single image and batched ({b}).", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in result["rows"]:
         cells = [r["model"], "" if r.get("size_kb") is None else f"{r['size_kb']:.0f}",

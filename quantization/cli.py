@@ -11,6 +11,9 @@ import numpy as np
 
 from quantization.convert import VARIANTS
 
+#: Chosen on the shipped model's validation patients with benchmarks/float_layers_sweep.py (see the model card).
+DEFAULT_FLOAT_LAYERS = 16
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -26,9 +29,11 @@ def main() -> None:
 @click.option("--int8-input", default="int8", show_default=True, type=click.Choice(["int8", "uint8"]), help="Input dtype of the full-int8 model.")
 @click.option("--bias-images", default=1000, show_default=True, type=click.IntRange(0),
               help="Training images on which the int8 output's offset from the float model is measured and removed (0: no correction).")
+@click.option("--float-layers", default=DEFAULT_FLOAT_LAYERS, show_default=True, type=click.IntRange(0),
+              help="Keep the int8 model's first N quantized layers in float, where rounding costs the most agreement with the float model (0: all int8).")
 @click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
               help="Smear counting: highest share of healthy validation cells called Parasitized at the counting threshold.")
-def convert(run_dir, out, name, variants, representative, int8_input, bias_images, max_fpr) -> None:
+def convert(run_dir, out, name, variants, representative, int8_input, bias_images, float_layers, max_fpr) -> None:
     """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients.
 
     Each file also gets its smear-counting threshold and error rates, measured
@@ -42,6 +47,8 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
 
     import keras
 
+    if int8_input == "uint8" and float_layers and "int8" in (variants or VARIANTS):
+        raise click.UsageError("--int8-input uint8 needs --float-layers 0: a model with float layers takes int8 input")
     run = Path(run_dir)
     evaluation_file = run / "evaluation.json"
     if not evaluation_file.exists():
@@ -65,7 +72,7 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
     }
     sample = np.random.default_rng(cfg.seed + 1).choice(len(x_train), min(bias_images, len(x_train)), replace=False)
     paths = convert_all(model, out, name, meta, representative_pixels(x_train, representative, cfg.seed),
-                        variants or VARIANTS, int8_input, x_train[np.sort(sample)])
+                        variants or VARIANTS, int8_input, x_train[np.sort(sample)], float_layers)
     for path in paths:
         scores = score_bundle(path, x_test, y_test)
         side = path.with_suffix(".json")
@@ -83,11 +90,13 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
               help="An NIH-style folder to score on instead of the run's test patients.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val"]),
+              help="The run's patients to score on: test, or val to choose conversion settings without looking at test.")
 @click.option("--threads", default="1,2,4", show_default=True, help="Comma-separated interpreter thread counts.")
 @click.option("--repeats", default=200, show_default=True, type=click.IntRange(5), help="Single-image timings per thread count.")
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON here and the Markdown beside it (.md).")
-def benchmark(run_dir, models, data, threads, repeats, batch, out) -> None:
+def benchmark(run_dir, models, data, split, threads, repeats, batch, out) -> None:
     """Size, accuracy, agreement with the float model, latency and memory of MODELS (TFLite bundles) for RUN_DIR."""
     import keras
 
@@ -101,11 +110,13 @@ def benchmark(run_dir, models, data, threads, repeats, batch, out) -> None:
     if data:
         arrays = load_arrays(discover(data), cfg.image_size, cfg.fit, cfg.cache_dir)
         x, y = arrays.x, arrays.y
+        images = f"images from {data}"
     else:
-        split = json.loads((run / "split.json").read_text())
-        x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(split["test"])
+        patients = json.loads((run / "split.json").read_text())
+        x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(patients[split])
+        images = f"cells of the run's {len(patients[split])} {'test' if split == 'test' else 'validation'} patients"
     result = run_benchmark(models, x, y, keras.models.load_model(run / "model.keras"),
-                           tuple(int(t) for t in threads.split(",")), repeats, batch)
+                           tuple(int(t) for t in threads.split(",")), repeats, batch, images)
     table = markdown(result)
     click.echo(table)
     if out:

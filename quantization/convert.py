@@ -15,6 +15,7 @@ import numpy as np
 from edge_app.labels import LABELS
 from edge_app.model import write_sidecar
 from quantization.bias_correction import correct_output_bias
+from quantization.selective import quantize_keeping_first_float
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 
@@ -25,8 +26,13 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def convert_variant(model, variant: str, representative: np.ndarray | None = None, input_type: str = "int8") -> bytes:
-    """Convert one variant; full int8 needs representative pixels (N, H, W, 3) from the training split."""
+def convert_variant(model, variant: str, representative: np.ndarray | None = None, input_type: str = "int8",
+                    float_layers: int = 0) -> bytes:
+    """Convert one variant; full int8 needs representative pixels (N, H, W, 3) from the training split.
+
+    With `float_layers`, the int8 model's first that many layers compute in
+    float (see quantization.selective); its input and output stay integer.
+    """
     import tensorflow as tf
 
     conv = _converter(model)
@@ -49,6 +55,10 @@ def convert_variant(model, variant: str, representative: np.ndarray | None = Non
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[input_type]
         conv.inference_output_type = tf.int8
+        if float_layers:
+            if input_type != "int8":
+                raise ValueError("an int8 model with float layers takes int8 input only")
+            return quantize_keeping_first_float(conv, gen, float_layers)
     elif variant != "float32":
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     return conv.convert()
@@ -76,6 +86,7 @@ def convert_all(
     variants: Iterable[str] = VARIANTS,
     int8_input: str = "int8",
     bias_images: np.ndarray | None = None,
+    float_layers: int = 0,
 ) -> list[Path]:
     """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics.
 
@@ -86,8 +97,8 @@ def convert_all(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for variant in variants:
-        data = convert_variant(model, variant, representative, int8_input)
-        extra: dict[str, Any] = {}
+        data = convert_variant(model, variant, representative, int8_input, float_layers)
+        extra: dict[str, Any] = {"float_layers": float_layers} if variant == "int8" else {}
         if variant == "int8" and bias_images is not None and len(bias_images):
             float_logits = model.predict(np.asarray(bias_images, np.float32), batch_size=256, verbose=0).reshape(-1)
             data, offset = correct_output_bias(data, float_logits, bias_images)

@@ -123,7 +123,13 @@ def test_smoke_training_and_evaluation(tmp_path):
         bundle = ModelBundle(tmp_path / "models" / f"smoke-{variant}.tflite")
         assert bundle.input.size == 32 and bundle.threshold == pytest.approx(result["threshold"])
         assert bundle.meta["metrics"]["n"] == result["test"]["n"]
-    assert ModelBundle(tmp_path / "models" / "smoke-int8.tflite").input.dtype == "int8"
+    int8 = ModelBundle(tmp_path / "models" / "smoke-int8.tflite")
+    assert int8.input.dtype == "int8" and int8.meta["float_layers"] == 16  # the default: the first layers stay in float
+    res_val = CliRunner().invoke(quantize, ["benchmark", str(out), str(int8.path), "--split", "val", "--threads", "1", "--repeats", "5"])
+    assert res_val.exit_code == 0, res_val.output
+    assert "validation patients" in res_val.output and "smoke-int8.tflite" in res_val.output
+    refused = CliRunner().invoke(quantize, ["convert", str(out), "--out", str(tmp_path / "m2"), "--variant", "int8", "--int8-input", "uint8"])
+    assert refused.exit_code == 2 and "--float-layers 0" in refused.output
     assert "counting threshold" in res.output or "no usable counting threshold" in res.output  # measured on validation
 
 
