@@ -99,8 +99,9 @@ def decode_stream(paths: Sequence[str], size: int, fit: str, workers: int = 2, c
     OpenCV and Pillow release the GIL while inflating and resizing, so threads
     overlap decoding with inference. Each task decodes `chunk` images: handing
     one future per image between threads cost a tenth of the throughput
-    (2,650 against 2,970 cells/s decoded on two cores). The look-ahead is
-    bounded so memory stays flat on folders of any size.
+    (2,530 against 2,870 cells/s decoded on two cores, measured with
+    benchmarks/decode_throughput.py). The look-ahead is bounded so memory
+    stays flat on folders of any size.
     """
     workers, chunk = max(1, workers), max(1, chunk)
     ahead = workers * 4
