@@ -125,6 +125,11 @@ def info(model) -> None:
     click.echo(f"threshold:   {bundle.threshold:.4f} (P(Parasitized) at or above is Parasitized)")
     click.echo(f"temperature: {bundle.temperature:.4f}")
     click.echo(f"size:        {bundle.path.stat().st_size} bytes, sha256 {meta['tflite_sha256']}")
+    if "float_layers" in meta or "bias_correction" in meta:  # how an int8 file was made (malaria-quantize convert)
+        parts = [f"first {meta['float_layers']} layers in float" if meta.get("float_layers") else "all layers int8"]
+        if meta.get("bias_correction"):
+            parts.append(f"output bias corrected by {meta['bias_correction']['logit_offset_removed']:.4f} logit")
+        click.echo(f"int8:        {'; '.join(parts)}")
     for key in ("metrics", "training"):
         if meta.get(key):
             click.echo(f"{key}:")

@@ -138,6 +138,7 @@ def test_info_shows_metadata_and_runtime(tiny_model):
     assert res.exit_code == 0, res.output
     assert "ai-edge-litert" in res.stdout or "tflite-runtime" in res.stdout
     assert "16x16" in res.stdout and "threshold" in res.stdout
+    assert "int8:        all layers int8" in res.stdout  # the tiny model is converted without float layers
 
 
 def test_info_with_a_missing_model_exits_2(tmp_path):

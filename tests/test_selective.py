@@ -75,3 +75,9 @@ def test_the_app_runs_a_model_with_float_layers_and_its_sidecar_says_so(conv_mod
     p = ModelBundle(int8).predict(pixels)
     expected = 1 / (1 + np.exp(-conv_model.predict(pixels.astype(np.float32), verbose=0).reshape(-1)))
     assert np.allclose(p, expected, atol=0.05)
+    from click.testing import CliRunner
+
+    from edge_app.cli import main
+
+    info = CliRunner().invoke(main, ["info", "--model", str(int8)])
+    assert info.exit_code == 0 and "first 2 layers in float" in info.output
