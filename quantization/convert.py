@@ -3,6 +3,8 @@
 The full-int8 variant takes int8 pixels (scale 1, zero point -128 when the
 representative data spans 0..255), so the app only shifts raw uint8 pixels
 by 128: no float conversion on the Pi, and XNNPACK's int8 kernels apply.
+Its first layers may stay in float (`float_layers`, quantization.selective):
+the shipped model keeps 16, the default of `malaria-quantize convert`.
 """
 
 from __future__ import annotations
