@@ -71,8 +71,11 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
         },
     }
     sample = np.random.default_rng(cfg.seed + 1).choice(len(x_train), min(bias_images, len(x_train)), replace=False)
-    paths = convert_all(model, out, name, meta, representative_pixels(x_train, representative, cfg.seed),
-                        variants or VARIANTS, int8_input, x_train[np.sort(sample)], float_layers)
+    try:
+        paths = convert_all(model, out, name, meta, representative_pixels(x_train, representative, cfg.seed),
+                            variants or VARIANTS, int8_input, x_train[np.sort(sample)], float_layers)
+    except ValueError as exc:  # e.g. more float layers than the model has
+        raise click.ClickException(str(exc)) from None
     for path in paths:
         scores = score_bundle(path, x_test, y_test)
         side = path.with_suffix(".json")
