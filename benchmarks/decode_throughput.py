@@ -66,15 +66,12 @@ def stream(files: list[str], size: int, fit: str) -> dict[str, float]:
     return out
 
 
-def main_thread(model_path: str, files: list[str], size: int, fit: str, threads: int) -> dict[str, float]:
-    """The main thread's CPU a cell when decoding is free: batched inference and writing the rows."""
+def main_thread(model_path: str, items: list, threads: int) -> dict[str, float]:
+    """The main thread's CPU a cell when decoding is free: batched inference and writing the rows of decoded `items`."""
     from edge_app.classify import classify_stream
     from edge_app.model import ModelBundle
-    from edge_app.preprocess import preprocess
     from edge_app.results import ResultWriter
-    from edge_app.sources import Decoded
 
-    items = [Decoded(f, preprocess(f, size, fit)) for f in files]
     model = ModelBundle(model_path, threads=threads)
     model.predict(items[0].pixels[None])
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +92,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edge_app.model import ModelBundle
+    from edge_app.sources import decode_stream
 
     files = sample_images(Path(args.data), args.count, args.seed)
     if not files:
@@ -103,9 +101,10 @@ def main() -> None:
         Path(f).read_bytes()
     model = ModelBundle(args.model)
     size, fit = model.input.size, model.fit
+    items = list(decode_stream(files, size, fit))
     result = {"cells": len(files), "model": args.model, "steps_one_thread": steps(files, size, fit),
               "decode_stream": stream(files, size, fit),
-              "main_thread": {**main_thread(args.model, files, size, fit, 1), **main_thread(args.model, files, size, fit, 2)}}
+              "main_thread": {**main_thread(args.model, items, 1), **main_thread(args.model, items, 2)}}
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -59,7 +59,7 @@ def convert_variant(model, variant: str, representative: np.ndarray | None = Non
         conv.inference_output_type = tf.int8
         if float_layers:
             if input_type != "int8":
-                raise ValueError("an int8 model with float layers takes int8 input only")
+                raise ValueError("an int8 model with float layers takes int8 input only: use --float-layers 0 for uint8 input")
             return quantize_keeping_first_float(conv, gen, float_layers)
     elif variant != "float32":
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")

@@ -9,10 +9,10 @@ model at the screening threshold went from 99.22 % (all 66 layers int8) to
 99.33, 99.42, 99.53, 99.64 and 99.72 % with the first 4, 8, 12, 16 and 24
 layers in float, for 7 KiB more with 16; keeping the last 32 layers in float
 instead did not help (99.19 % against 99.27 % with none, before bias
-correction, in a one-off check). The
-early layers are cheap in float because they are narrow. The sweep:
-`malaria-quantize convert RUN --variant int8 --float-layers K --name flK`
-for each K, then `malaria-quantize benchmark RUN fl*-int8.tflite --split val`.
+correction, in a one-off check). The early layers are cheap in float
+because they are narrow. The sweep: `malaria-quantize convert RUN --variant
+int8 --float-layers K --name flK` for each K, then `malaria-quantize
+benchmark RUN fl*-int8.tflite --split val`.
 
 TensorFlow's QuantizationDebugger is the documented route to selective
 quantization: it names each quantized layer's output and converts with
