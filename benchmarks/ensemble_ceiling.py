@@ -64,7 +64,8 @@ def main() -> None:
             raise SystemExit(f"{fold} and {other} test different patients: not the same folds")
         x, y = arrays.subset(split["test"])
         views = dihedral(x)
-        stacks = [np.stack([predict_logits(keras.models.load_model(run / "model.keras"), v) for v in views]) for run in (fold, other)]
+        models = [keras.models.load_model(run / "model.keras") for run in (fold, other)]
+        stacks = [np.stack([predict_logits(model, v) for v in views]) for model in models]
         scores = {name: {"accuracy@0.5": float(np.mean((z > 0) == y)), "roc_auc": ranking(y, z)["roc_auc"]}
                   for name, z in combinations(*stacks).items()}
         per_fold.append({"fold": fold.name, "cells": int(len(y)), "scores": scores})
