@@ -46,7 +46,7 @@ def test_pool(data: str, seed: int, fold: int, scale: float) -> dict[str, list[n
     pool = defaultdict(list)
     for s in samples:
         if s.patient in test:
-            img = load_rgb(s.path)
+            img = Image.fromarray(load_rgb(s.path))
             img = img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))), Image.Resampling.BILINEAR)
             pool[LABELS[s.label]].append(np.asarray(img))
     return pool

@@ -52,7 +52,7 @@ class ReplayCamera:
         if path is None:
             raise CameraError(f"replay camera: all {len(self.paths)} images were used")
         try:
-            return np.asarray(load_rgb(path))
+            return load_rgb(path)
         except ImageError as exc:
             raise CameraError(f"replay camera: {path}: {exc}") from None
 

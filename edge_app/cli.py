@@ -11,7 +11,6 @@ import os
 import sys
 
 import click
-import numpy as np
 
 from edge_app import __version__
 from edge_app.classify import classify_stream
@@ -277,7 +276,7 @@ def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwri
     try:
         for i, path in enumerate(todo, 1):
             try:
-                count = run.add_field(path, np.asarray(load_rgb(path)))
+                count = run.add_field(path, load_rgb(path))
             except ImageError as exc:
                 count = run.add_error(path, str(exc))
                 errors += 1

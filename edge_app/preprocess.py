@@ -37,8 +37,8 @@ def load_rgb(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Image.Image:
-    """Decode an image fully, upright and as 8-bit RGB, or raise ImageError with a one-line reason.
+) -> np.ndarray:
+    """Decode an image fully, upright and as (H, W, 3) 8-bit RGB pixels, or raise ImageError with a one-line reason.
 
     Size limits are checked on the header before any pixel is decoded, so a
     bomb costs nothing; Pillow's own DecompressionBombError stays as a second
@@ -65,7 +65,7 @@ def load_rgb(
                 return pixels
             img.load()
             upright = ImageOps.exif_transpose(img)
-            return _to_rgb(upright)
+            return np.asarray(_to_rgb(upright))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -94,7 +94,7 @@ def _plain_rgb_png(img: Image.Image) -> bool:
     return (args if isinstance(args, str) else args[0]) == "RGB"  # 16-bit files decode as "RGB;16B"
 
 
-def _decode_png(path: str | os.PathLike | BinaryIO, width: int, height: int) -> Image.Image | None:
+def _decode_png(path: str | os.PathLike | BinaryIO, width: int, height: int) -> np.ndarray | None:
     """Decode a plain PNG file with OpenCV, or None to let Pillow decode it (and name what is wrong).
 
     PNG is lossless, so the pixels are identical to Pillow's (checked on all
@@ -112,7 +112,7 @@ def _decode_png(path: str | os.PathLike | BinaryIO, width: int, height: int) -> 
     pixels = cv2.imread(os.fspath(path), (cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag) | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None or pixels.shape[:2] != (height, width):
         return None
-    return Image.fromarray(pixels if rgb_flag is not None else np.ascontiguousarray(pixels[..., ::-1]))
+    return pixels if rgb_flag is not None else np.ascontiguousarray(pixels[..., ::-1])
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -138,17 +138,33 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
 
 
-def fit_square(img: Image.Image, size: int, fit: str = "pad") -> np.ndarray:
-    """Resize an RGB image to a (size, size, 3) uint8 array by the given fit method."""
+def fit_square(pixels: np.ndarray | Image.Image, size: int, fit: str = "pad") -> np.ndarray:
+    """Resize RGB pixels to a (size, size, 3) uint8 array by the given fit method.
+
+    OpenCV resizes: area averaging when shrinking (antialiased at any ratio),
+    bilinear when enlarging. It works on the decoded array directly, with no
+    round trip through a Pillow image.
+    """
     if fit not in FIT_METHODS:
         raise ValueError(f"unknown fit {fit!r}; expected one of {FIT_METHODS}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
+    arr = np.asarray(pixels, dtype=np.uint8)
+    h, w = arr.shape[:2]
     if fit == "stretch":
-        out = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    else:
-        out = ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
-    return np.asarray(out, dtype=np.uint8)
+        return _resize(arr, size, size)
+    nw, nh = (size, max(1, round(h * size / w))) if w >= h else (max(1, round(w * size / h)), size)
+    out = np.zeros((size, size, 3), np.uint8)  # black, like the segmented cells' background
+    y, x = round((size - nh) * 0.5), round((size - nw) * 0.5)
+    out[y:y + nh, x:x + nw] = _resize(arr, nw, nh)
+    return out
+
+
+def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    shrink = width < arr.shape[1] or height < arr.shape[0]
+    return cv2.resize(np.ascontiguousarray(arr), (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def preprocess(source: ImageSource | Image.Image, size: int, fit: str = "pad") -> np.ndarray:
@@ -156,5 +172,5 @@ def preprocess(source: ImageSource | Image.Image, size: int, fit: str = "pad") -
 
     This is the function both training and the app call.
     """
-    img = _to_rgb(ImageOps.exif_transpose(source)) if isinstance(source, Image.Image) else load_rgb(source)
-    return fit_square(img, size, fit)
+    pixels = np.asarray(_to_rgb(ImageOps.exif_transpose(source))) if isinstance(source, Image.Image) else load_rgb(source)
+    return fit_square(pixels, size, fit)

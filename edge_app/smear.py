@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from edge_app.classify import label_for
 from edge_app.model import ModelBundle
-from edge_app.preprocess import preprocess
+from edge_app.preprocess import fit_square
 
 #: Cells smaller than this fraction of the field's median cell area are debris
 #: (platelets, stain precipitate); larger than MAX are clumps the watershed could not split.
@@ -135,12 +134,12 @@ def segment_cells(rgb: np.ndarray) -> list[Cell]:
 
 
 def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | None = None, batch_size: int = 64) -> list[CellResult]:
-    """P(Parasitized) and a label for each cell, through the app's one preprocessing function."""
+    """P(Parasitized) and a label for each cell, resized by the same fit_square that preprocess uses."""
     cut = model.threshold if threshold is None else threshold
     results: list[CellResult] = []
     for start in range(0, len(cells), batch_size):
         batch = cells[start:start + batch_size]
-        pixels = np.stack([preprocess(Image.fromarray(c.crop), model.input.size, model.fit) for c in batch])
+        pixels = np.stack([fit_square(c.crop, model.input.size, model.fit) for c in batch])
         for c, p in zip(batch, model.predict(pixels)):
             results.append(CellResult(c, float(p), label_for(float(p), cut)))
     return results

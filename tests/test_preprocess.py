@@ -59,6 +59,21 @@ def test_pad_keeps_aspect_and_stretch_fills():
         fit_square(img, 20, "crop")
 
 
+def test_pad_places_the_cell_like_pillow_and_keeps_its_colour():
+    """The resized cell sits where ImageOps.pad put it (the shipped models were trained so), and area averaging keeps its mean colour."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(0)
+    for w, h in [(130, 121), (97, 140), (40, 33), (64, 64)]:
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ours = fit_square(arr, 64, "pad")
+        pillows = np.asarray(ImageOps.pad(Image.fromarray(arr), (64, 64), Image.Resampling.BILINEAR, color=(0, 0, 0)))
+        assert np.array_equal(ours.max(axis=2) > 0, pillows.max(axis=2) > 0), (w, h)  # same black bars
+        if w > 64 and h > 64:
+            inside = ours[ours.max(axis=2) > 0]
+            assert np.allclose(inside.reshape(-1, 3).mean(0), arr.reshape(-1, 3).mean(0), atol=1.0)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (1000, 3), (3, 700)])
 def test_odd_sizes(size):
     out = preprocess(Image.new("RGB", size, (9, 9, 9)), 24)

@@ -182,7 +182,7 @@ def load_arrays(
 
 
 def _cache_path(samples: Sequence[Sample], size: int, fit: str, cache_dir: str | Path) -> Path:
-    h = hashlib.sha256(f"v2 {size} {fit}\n".encode())
+    h = hashlib.sha256(f"v3 {size} {fit}\n".encode())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path}\t{s.label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
