@@ -96,11 +96,11 @@ def _decode(path: str, size: int, fit: str) -> Decoded:
 def decode_stream(paths: Sequence[str], size: int, fit: str, workers: int = 2, chunk: int = 8) -> Iterator[Decoded]:
     """Decode images in a small thread pool, yielding them in input order.
 
-    OpenCV and Pillow release the GIL while inflating and resizing, so threads
-    overlap decoding with inference. Each task decodes `chunk` images: handing
-    one future per image between threads cost a tenth of the throughput
-    (2,530 against 2,870 cells/s decoded on two cores, measured with
-    benchmarks/decode_throughput.py). The look-ahead is bounded so memory
+    OpenCV releases the GIL while inflating PNGs and resizing (Pillow too,
+    for other formats), so threads overlap decoding with inference. Each task
+    decodes `chunk` images: handing one future per image between threads cost
+    a sixth of the throughput (3,150 against 3,720 cells/s decoded on two
+    cores, measured with benchmarks/decode_throughput.py). The look-ahead is bounded so memory
     stays flat on folders of any size.
     """
     workers, chunk = max(1, workers), max(1, chunk)
