@@ -210,6 +210,10 @@ def slide_options(fn):
         model_option,
         click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True, help="Per-cell results format."),
         click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="P(Parasitized) at or above which a cell counts as Parasitized, uncorrected (default: the model's counting threshold, corrected for its error rates)."),
+        click.option("--detector", type=click.Path(dir_okay=False), default=None,
+                     help="Cell detector .tflite (its .json sidecar beside it). Default: the shipped detector."),
+        click.option("--segmenter", type=click.Choice(["detector", "classical"]), default="detector", show_default=True,
+                     help="How red cells are found: the learned detector, or OpenCV thresholding (no detector model needed)."),
         click.option("--min-cells", type=click.IntRange(1), default=2000, show_default=True, help="Fewer counted cells than this and the slide's parasitemia is flagged as not reliable."),
         click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)"),
         click.option("--resume", is_flag=True, help="Continue this slide: fields already in --out are kept and not counted again."),
@@ -219,14 +223,29 @@ def slide_options(fn):
     return fn
 
 
-def _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite):
+def _load_detector(detector: str | None, segmenter: str, threads: int):
+    from edge_app.detect import CellDetector, default_detector_path
+
+    if segmenter == "classical":
+        if detector:
+            raise click.UsageError("--detector and --segmenter classical contradict each other")
+        return None
+    try:
+        return CellDetector(detector or default_detector_path(), threads=threads)
+    except ModelError as exc:
+        raise SetupError(f"{exc} (or count with --segmenter classical)") from None
+
+
+def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite):
     from edge_app.slide import SlideRun
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other")
     bundle = _load_model(model, threads)
+    finder = _load_detector(detector, segmenter, threads)
     try:
-        return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells)
+        return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells,
+                        detector=finder)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
 
@@ -235,8 +254,9 @@ def _field_line(i: int, n: int, count, running) -> str:
     where = f"field {i}/{n}"
     if count.error:
         return f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
-    return (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
+    line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
             f"slide so far {running.percent_text()}")
+    return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])
 
 
 def _finish_slide(run) -> None:
@@ -245,19 +265,24 @@ def _finish_slide(run) -> None:
     click.echo(f"slide: parasitemia {total.percent_text()}", err=True)
     if total.warning():
         click.echo(f"warning: {total.warning()}", err=True)
+    flagged = [c for c in run.counts if c.warnings]
+    if flagged:
+        click.echo(f"warning: {len(flagged)} of {len(run.counts)} fields look unlike the training fields "
+                   "(see checks.jsonl and the report): treat the count with caution", err=True)
     click.echo(f"report: {run.out / 'report.html'}", err=True)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @slide_options
-def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwrite) -> None:
+def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite) -> None:
     """Count parasitised red cells in microscope field images of one thin smear.
 
-    PATHS are field images (files and/or folders) of one slide. Each field is
-    segmented into cells, each cell classified; the slide's parasitemia with
-    its 95 % Wilson interval, an annotated image per field and an HTML report
-    go to --out. An unreadable field is reported and skipped (exit 1).
+    PATHS are field images (files and/or folders) of one slide. The red cells
+    of each field are found (by the learned detector unless --segmenter
+    classical), each cell classified; the slide's parasitemia with its 95 %
+    interval, an annotated image per field and an HTML report go to --out.
+    An unreadable field is reported and skipped (exit 1).
     """
     from edge_app.preprocess import ImageError, load_rgb
 
@@ -267,7 +292,7 @@ def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwri
         raise SetupError(str(exc)) from None
     if not files:
         raise SetupError("no image files found in the given paths")
-    run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite)
     done = run.done
     todo = [f for f in files if f not in done]
     if len(todo) < len(files):
@@ -295,7 +320,8 @@ def smear(paths, out, model, fmt, threshold, min_cells, threads, resume, overwri
 @click.option("--resolution", default="1640x1232", show_default=True, callback=_resolution, help="Camera still size, WIDTHxHEIGHT.")
 @click.option("--replay", type=click.Path(exists=True, file_okay=False), default=None, help="Take frames from this folder instead of the camera (demo, testing).")
 @slide_options
-def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, min_cells, threads, resume, overwrite) -> None:
+def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume,
+            overwrite) -> None:
     """Capture N microscope fields with the Pi camera and count parasitised cells in each.
 
     Each frame is saved under --out/fields/ (so it can be re-counted later
@@ -310,7 +336,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     from edge_app.camera import CameraError, open_camera
     from edge_app.report import save_png
 
-    run = _open_slide(out, model, fmt, threshold, min_cells, threads, resume, overwrite)
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite)
     frames = run.out / "fields"
     frames.mkdir(exist_ok=True)
     start = len(run.counts)

@@ -52,16 +52,21 @@ def write_sidecar(tflite: str | Path, meta: dict[str, Any]) -> Path:
     return out
 
 
-def default_model_path() -> Path:
-    """The shipped model: $MALARIA_EDGE_MODEL, the repo's models/ (source checkout), or the installed copy."""
-    env = os.environ.get("MALARIA_EDGE_MODEL")
+def shipped_path(name: str, env_var: str) -> Path:
+    """A shipped bundle: $env_var, the repo's models/ (source checkout), or the installed copy."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     candidates = [
-        Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME,
-        Path(sys.prefix) / "share" / "malaria-edge" / "models" / DEFAULT_MODEL_NAME,
+        Path(__file__).resolve().parent.parent / "models" / name,
+        Path(sys.prefix) / "share" / "malaria-edge" / "models" / name,
     ]
     return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def default_model_path() -> Path:
+    """The shipped cell classifier ($MALARIA_EDGE_MODEL overrides it)."""
+    return shipped_path(DEFAULT_MODEL_NAME, "MALARIA_EDGE_MODEL")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class ModelBundle:
         self.threshold = float(self.meta["threshold"])
         self.temperature = float(self.meta.get("temperature", 1.0))
         c = self.meta.get("counting")
-        self.counting = Counting(float(c["threshold"]), CountingErrors(float(c["sensitivity"]), float(c["false_positive_rate"]))) if c else None
+        self.counting = Counting(float(c["threshold"]), counting_errors(c)) if c else None
         try:
             self.runtime = runtime or find_runtime()
         except RuntimeMissing as exc:
@@ -159,9 +164,11 @@ def quantize_input(pixels: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def _read_sidecar(tflite: Path) -> dict[str, Any]:
+def read_sidecar(tflite: str | Path, how_to_choose: str = "pass --model, or set MALARIA_EDGE_MODEL") -> dict[str, Any]:
+    """A bundle's sidecar, checked for what every kind of bundle shares: present, readable, our format, the tflite's hash."""
+    tflite = Path(tflite)
     if not tflite.is_file():
-        raise ModelError(f"model file not found: {tflite} (pass --model, or set MALARIA_EDGE_MODEL)")
+        raise ModelError(f"model file not found: {tflite} ({how_to_choose})")
     side = sidecar_path(tflite)
     if not side.is_file():
         raise ModelError(f"{tflite}: its sidecar {side.name} is missing; a model is a .tflite with its .json beside it")
@@ -171,13 +178,33 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
         raise ModelError(f"{side}: unreadable sidecar ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{side}: not a malaria-edge sidecar (format must be {FORMAT!r})")
+    actual = sha256_file(tflite)
+    if actual != meta.get("tflite_sha256"):
+        raise ModelError(
+            f"{tflite}: sha256 {actual[:12]}... does not match its sidecar ({str(meta.get('tflite_sha256'))[:12]}...): "
+            "the model file is corrupt or was modified; reinstall the model"
+        )
+    return meta
+
+
+def counting_errors(block: dict[str, Any]) -> CountingErrors:
+    """The error rates of a sidecar's "counting" block, with the cell counts behind them when it has them."""
+    counts = [block.get(k) for k in ("infected_cells", "healthy_cells")]
+    return CountingErrors(float(block["sensitivity"]), float(block["false_positive_rate"]),
+                          *(None if v is None else int(v) for v in counts))
+
+
+def _read_sidecar(tflite: Path) -> dict[str, Any]:
+    meta = read_sidecar(tflite)
+    side = sidecar_path(tflite)
+    if meta.get("kind", "cell-classifier") != "cell-classifier":
+        raise ModelError(f"{side}: a {meta.get('kind')} bundle, not a cell classifier: pass the classifier's .tflite")
     try:
         size = int(meta["input"]["size"])
         dtype = meta["input"]["dtype"]
         fit = meta["preprocessing"]["fit"]
         threshold = float(meta["threshold"])
         labels = tuple(meta["labels"])
-        digest = meta["tflite_sha256"]
         temperature = float(meta.get("temperature", 1.0))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{side}: sidecar is missing or has a bad field ({exc})") from None
@@ -197,17 +224,11 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
     if meta.get("counting") is not None:
         try:
             c = meta["counting"]
-            CountingErrors(float(c["sensitivity"]), float(c["false_positive_rate"]))
+            counting_errors(c)
             if not 0.0 <= float(c["threshold"]) <= 1.0:
                 raise ValueError(f"threshold {c['threshold']}")
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"counting block ({exc})")
     if problems:
         raise ModelError(f"{side}: invalid sidecar: {', '.join(problems)}")
-    actual = sha256_file(tflite)
-    if actual != digest:
-        raise ModelError(
-            f"{tflite}: sha256 {actual[:12]}... does not match its sidecar ({str(digest)[:12]}...): "
-            "the model file is corrupt or was modified; reinstall the model"
-        )
     return meta

@@ -13,8 +13,11 @@ corrected for them (Rogan and Gladen 1978); the raw count is always kept.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 #: WHO thin-film practice counts parasites against a few thousand red cells;
 #: below this the estimate is reported as not reliable.
@@ -39,18 +42,72 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class CountingErrors:
-    """The classifier's error rates at its counting threshold, measured on held-out patients' cells."""
+    """The counting pipeline's error rates at its counting threshold, measured on cells it never trained on.
+
+    `infected_cells` and `healthy_cells` are how many cells each rate was
+    measured on: with them, the corrected interval carries the rates'
+    own uncertainty; without them the rates are taken as exact.
+    """
 
     sensitivity: float  # share of infected cells called Parasitized
     false_positive_rate: float  # share of healthy cells called Parasitized
+    infected_cells: int | None = None
+    healthy_cells: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.false_positive_rate < self.sensitivity <= 1:
             raise ValueError(f"need 0 <= false positive rate < sensitivity <= 1, got {self.false_positive_rate}, {self.sensitivity}")
+        if any(n is not None and n < 1 for n in (self.infected_cells, self.healthy_cells)):
+            raise ValueError(f"rates need at least one cell each, got {self.infected_cells}, {self.healthy_cells}")
+
+    @property
+    def measured(self) -> bool:
+        """Whether the number of cells behind the rates is known, so their uncertainty can be carried."""
+        return self.infected_cells is not None and self.healthy_cells is not None
 
     def correct(self, observed: float) -> float:
         """The true share that would, on average, give this observed share (Rogan-Gladen), within [0, 1]."""
         return min(1.0, max(0.0, (observed - self.false_positive_rate) / (self.sensitivity - self.false_positive_rate)))
+
+    def interval(self, k: int, n: int) -> tuple[float, float]:
+        """95 % interval of the true share for k of n cells called Parasitized, the rates' uncertainty included.
+
+        The count is binomial with mean se * p + fp * (1 - p); the rates are
+        drawn from their Jeffreys posteriors (Beta(k + 1/2, n - k + 1/2) of
+        the cells they were measured on), the likelihood of every true share
+        p is averaged over those draws, and the 2.5th and 97.5th percentiles
+        of the resulting posterior of p (flat prior) are the interval. Unlike
+        correcting a count's interval's ends, this stays honest when the
+        count is at or below what false positives alone would give. Seeded,
+        so a slide's report does not change from one reading to the next.
+        With rates of unknown provenance only the count's interval is
+        corrected, as if the rates were exact.
+        """
+        if not self.measured:
+            lo, hi = wilson_interval(k, n)
+            return self.correct(lo), self.correct(hi)
+        return _posterior_interval(self.sensitivity, self.false_positive_rate, self.infected_cells, self.healthy_cells, k, n)
+
+
+@functools.lru_cache(maxsize=256)
+def _posterior_interval(sensitivity: float, fpr: float, infected_cells: int, healthy_cells: int, k: int, n: int,
+                        draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    se_k, fp_k = round(sensitivity * infected_cells), round(fpr * healthy_cells)
+    se = rng.beta(se_k + 0.5, infected_cells - se_k + 0.5, (draws, 1))
+    fp = rng.beta(fp_k + 0.5, healthy_cells - fp_k + 0.5, (draws, 1))
+    p = _PREVALENCE_GRID[None, :]
+    q = np.clip(se * p + fp * (1 - p), 1e-12, 1 - 1e-12)
+    loglik = k * np.log(q) + (n - k) * np.log1p(-q)
+    lik = np.exp(loglik - loglik.max()).mean(axis=0) * _PREVALENCE_WEIGHTS
+    cdf = np.cumsum(lik) / lik.sum()
+    lo, hi = np.interp([0.025, 0.975], cdf, _PREVALENCE_GRID)
+    return (0.0 if cdf[0] >= 0.025 else float(lo)), float(hi)
+
+
+#: Where the posterior of a parasitemia is evaluated: fine below 10 % (where slides are), coarse above.
+_PREVALENCE_GRID = np.concatenate([np.linspace(0.0, 0.1, 1001), np.linspace(0.1, 1.0, 181)[1:]])
+_PREVALENCE_WEIGHTS = np.gradient(_PREVALENCE_GRID)
 
 
 @dataclass(frozen=True)
@@ -76,10 +133,9 @@ class Parasitemia:
 
     @property
     def interval(self) -> tuple[float, float]:
-        lo, hi = wilson_interval(self.parasitized, self.cells)
         if self.errors and self.cells:
-            return self.errors.correct(lo), self.errors.correct(hi)
-        return lo, hi
+            return self.errors.interval(self.parasitized, self.cells)
+        return wilson_interval(self.parasitized, self.cells)
 
     @property
     def reliable(self) -> bool:
@@ -106,6 +162,7 @@ class Parasitemia:
         lo, hi = self.interval
         return {"cells": self.cells, "parasitized": self.parasitized, "parasitemia": self.fraction,
                 "ci95": [lo, hi], "raw_parasitemia": self.raw_fraction,
-                "corrected_for": None if self.errors is None else {"sensitivity": self.errors.sensitivity,
-                                                                    "false_positive_rate": self.errors.false_positive_rate},
+                "corrected_for": None if self.errors is None else {
+                    "sensitivity": self.errors.sensitivity, "false_positive_rate": self.errors.false_positive_rate,
+                    "infected_cells": self.errors.infected_cells, "healthy_cells": self.errors.healthy_cells},
                 "reliable": self.reliable, "min_cells": self.min_cells, "warning": self.warning()}

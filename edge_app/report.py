@@ -55,12 +55,13 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path]) -
     lo, hi = total.interval
     warning = total.warning()
     if total.errors:
-        method = (f"Corrected for the model's error rates measured on held-out patients (sensitivity "
-                  f"{_pct(total.errors.sensitivity)}, false positives {_pct(total.errors.false_positive_rate)} of healthy cells); "
-                  f"raw count {_pct(total.raw_fraction)}.")
+        method = (f"Corrected for the counting pipeline's error rates measured on cells it never trained on (sensitivity "
+                  f"{_pct(total.errors.sensitivity)}, false positives {_pct(total.errors.false_positive_rate)} of other cells); "
+                  f"the interval includes their uncertainty. Raw count {_pct(total.raw_fraction)}.")
     else:
         method = "Raw count: not corrected for the model's false positives and misses."
     errors = [f for f in summary["fields"] if f["error"]]
+    flagged = sum(1 for f in summary["fields"] if f.get("warnings"))
     rows = []
     for f in summary["fields"]:
         link = f["annotated"]
@@ -69,6 +70,8 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path]) -
             rows.append(f'<tr><td>{name}</td><td colspan="3" class="err">{e(f["error"])}</td></tr>')
         else:
             rows.append(f'<tr><td>{name}</td><td>{f["cells"]}</td><td>{f["parasitized"]}</td><td>{_pct(f["parasitemia"])}</td></tr>')
+        for w in f.get("warnings") or ():
+            rows.append(f'<tr><td></td><td colspan="3" class="warn">{e(w)}</td></tr>')
     thumbs = "".join(f'<img src="{_data_uri(p)}" alt="{e(p.stem)}" title="{e(p.stem)}">' for p in thumbnails[:THUMBNAILS_SHOWN])
     more = f"<p>{len(thumbnails) - THUMBNAILS_SHOWN} more in parasitized/.</p>" if len(thumbnails) > THUMBNAILS_SHOWN else ""
     return f"""<!doctype html>
@@ -88,6 +91,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p>95 % confidence interval {_pct(lo)} to {_pct(hi)}: {total.parasitized:,} cells called Parasitized of {total.cells:,} counted
 in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unreadable" if errors else ""}. {e(method)}</p>
 {f'<p class="warn">{e(warning)}.</p>' if warning else ""}
+{f'<p class="warn">{flagged} of {len(summary["fields"])} fields look unlike the fields the models were trained on (stain, cell size or focus: see the table): treat the count with caution.</p>' if flagged else ""}
 <p>Screening aid, not a diagnosis: a microscopist should confirm the cells below before treatment decisions.
 Model {e(summary["model"])}, cells called Parasitized at P &ge; {summary["threshold"]:.3f}.</p>
 <h2>Fields</h2>

@@ -8,7 +8,8 @@ loses nothing and is never counted twice.
     OUT/cells.csv        one row per cell (or one per empty / unreadable field)
     OUT/annotated/       each field with boxes coloured by label
     OUT/parasitized/     crops of the cells called Parasitized, for a microscopist to confirm
-    OUT/counting.json    the model (sha256) and threshold the slide is counted with; a resume must match
+    OUT/counting.json    the models (sha256) and threshold the slide is counted with; a resume must match
+    OUT/checks.jsonl     each field's stain, cell size and focus, and the warnings they raised
     OUT/summary.json     per-field and slide totals with the 95 % interval
     OUT/report.html      the same for a phone browser, offline
 """
@@ -16,20 +17,23 @@ loses nothing and is never counted twice.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from edge_app.detect import CellDetector
+from edge_app.field_check import field_stats, warnings
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import annotate, render_html, save_png
 from edge_app.results import OutputError, ResultWriter
-from edge_app.smear import CellResult, analyse_field
+from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
 
@@ -57,6 +61,7 @@ class FieldCount:
     cells: int
     parasitized: int
     error: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def count_fields(rows: list[dict]) -> list[FieldCount]:
@@ -87,9 +92,10 @@ class SlideRun:
     """
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
-                 threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS):
+                 threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS, detector: CellDetector | None = None):
         self.out = Path(out)
         self.model = model
+        self.detector = detector
         counting = model.counting if threshold is None else None
         self.threshold = counting.threshold if counting else (model.threshold if threshold is None else threshold)
         self.errors = counting.errors if counting else None
@@ -102,18 +108,23 @@ class SlideRun:
                 shutil.rmtree(self.out / sub, ignore_errors=True)
             (self.out / sub).mkdir(exist_ok=True)
         self._check_same_counting(resume)
-        self.counts = count_fields(self.writer.previous)
+        self.checks_path = self.out / "checks.jsonl"
+        if not resume:
+            self.checks_path.unlink(missing_ok=True)
+        checked = read_checks(self.checks_path)
+        self.counts = [replace(c, warnings=checked.get(c.field, ())) for c in count_fields(self.writer.previous)]
 
     def _check_same_counting(self, resume: bool) -> None:
         """Every field of a slide must be counted by one model at one threshold, or the totals mean nothing."""
-        counting = {"model_sha256": self.model.meta["tflite_sha256"], "threshold": self.threshold}
+        counting = {"model_sha256": self.model.meta["tflite_sha256"], "threshold": self.threshold,
+                    "detector_sha256": self.detector.meta["tflite_sha256"] if self.detector else "classical"}
         record = self.out / "counting.json"
         if resume and record.exists():
             before = json.loads(record.read_text())
             if before != counting:
                 self.writer.close()
-                raise OutputError(f"{self.out} was counted with another model or threshold ({before}); "
-                                  "resume it with the same --model and --threshold, or count into a new folder")
+                raise OutputError(f"{self.out} was counted with another model, detector or threshold ({before}); "
+                                  "resume it with the same --model, --detector and --threshold, or count into a new folder")
         record.write_text(json.dumps(counting, indent=1))
 
     @property
@@ -127,7 +138,10 @@ class SlideRun:
         return f"{index:04d}-{Path(field).stem}"
 
     def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
-        results = analyse_field(self.model, rgb, self.threshold)
+        cells = find_cells(rgb, self.detector)
+        results = classify_cells(self.model, cells, self.threshold)
+        stats = field_stats(rgb, cells, self.detector.scale if self.detector else 1.0)
+        warned = tuple(warnings(stats, self.detector.meta.get("field_ranges") if self.detector else None))
         name = self.image_name(len(self.counts), field)
         for i, r in enumerate(results):
             if r.label == LABELS[1]:
@@ -135,7 +149,11 @@ class SlideRun:
         save_png(annotate(rgb, results), self.out / "annotated" / f"{name}.png")
         self.writer.write(_rows(field, results))
         self.writer.sync()  # a field is a minute of the worker's time: make it durable now
-        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results)))
+        with open(self.checks_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"field": field, "stats": stats.as_dict() if stats else None, "warnings": list(warned)}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results), warnings=warned))
 
     def add_error(self, field: str, message: str) -> FieldCount:
         self.writer.write([CellRow(field, status="error", error=message)])
@@ -156,11 +174,15 @@ class SlideRun:
         summary = {
             "slide": self.out.name,
             "model": self.model.name,
+            "model_sha256": self.model.meta["tflite_sha256"],
+            "cells_found_by": f"{self.detector.name} (sha256 {self.detector.meta['tflite_sha256']})" if self.detector
+                              else "classical OpenCV segmentation",
             "threshold": self.threshold,
             "results": self.results_path.name,
             "total": total.as_dict(),
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
                         "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
+                        "warnings": list(c.warnings),
                         "annotated": str(a) if (self.out / a).exists() else None}
                        for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
         }
@@ -168,6 +190,19 @@ class SlideRun:
         thumbs = sorted((self.out / "parasitized").glob("*.png"))
         (self.out / "report.html").write_text(render_html(summary, total, thumbs), encoding="utf-8")
         return summary
+
+
+def read_checks(path: Path) -> dict[str, tuple[str, ...]]:
+    """The field checks' warnings by field, as appended by `add_field`; a line torn by a power cut is ignored."""
+    checks: dict[str, tuple[str, ...]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                checks[entry["field"]] = tuple(entry["warnings"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return checks
 
 
 def _rows(field: str, results: list[CellResult]) -> list[CellRow]:

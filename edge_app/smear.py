@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge_app.classify import label_for
+from edge_app.detect import CellDetector
 from edge_app.model import ModelBundle
 from edge_app.preprocess import fit_square
 
@@ -133,6 +134,30 @@ def segment_cells(rgb: np.ndarray) -> list[Cell]:
     return cells
 
 
+def cells_in_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], mask: np.ndarray | None = None) -> list[Cell]:
+    """Each box's cell on black, as the classifier's training cells were cut out.
+
+    A box holds its cell and corners of its neighbours; the cell is the
+    stained foreground (`foreground_mask`, computed once per field when not
+    given) inside the ellipse inscribed in the box.
+    """
+    if mask is None:
+        mask = foreground_mask(rgb)
+    h, w = mask.shape
+    cells = []
+    for x, y, bw, bh in boxes:
+        x0, y0 = max(0, int(x) - CROP_MARGIN), max(0, int(y) - CROP_MARGIN)
+        x1, y1 = min(w, int(x) + int(bw) + CROP_MARGIN), min(h, int(y) + int(bh) + CROP_MARGIN)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ellipse = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.ellipse(ellipse, ((x + bw / 2 - x0, y + bh / 2 - y0), (float(bw), float(bh)), 0.0), 255, thickness=cv2.FILLED)
+        inside = (ellipse > 0) & (mask[y0:y1, x0:x1] > 0)
+        crop = np.where(inside[..., None], rgb[y0:y1, x0:x1], 0).astype(np.uint8)
+        cells.append(Cell(int(x), int(y), int(bw), int(bh), int(inside.sum()), crop))
+    return cells
+
+
 def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | None = None, batch_size: int = 64) -> list[CellResult]:
     """P(Parasitized) and a label for each cell, resized by the same fit_square that preprocess uses."""
     cut = model.threshold if threshold is None else threshold
@@ -145,6 +170,14 @@ def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | Non
     return results
 
 
-def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None) -> list[CellResult]:
-    """Segment and classify one field image."""
-    return classify_cells(model, segment_cells(rgb), threshold)
+def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Cell]:
+    """The red cells of a field: boxed by the learned detector when there is one, else segmented classically."""
+    if detector is None:
+        return segment_cells(rgb)
+    return cells_in_boxes(rgb, [(d.x, d.y, d.width, d.height) for d in detector.detect(rgb)])
+
+
+def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None,
+                  detector: CellDetector | None = None) -> list[CellResult]:
+    """Find and classify the red cells of one field image."""
+    return classify_cells(model, find_cells(rgb, detector), threshold)

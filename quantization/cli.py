@@ -149,6 +149,41 @@ def counting(run_dir, model, max_fpr) -> None:
     click.echo(f"{model}: {_counting_text(block)}", err=True)
 
 
+@main.command("counting-fields")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", default="../shared/datasets/iml_malaria", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="Hand-boxed fields: images/ and annotations.json (IML-Malaria layout).")
+@click.option("--detector", default=None, type=click.Path(exists=True, dir_okay=False), help="Cell detector (default: the shipped one).")
+@click.option("--run", "runs", multiple=True, type=click.IntRange(0),
+              help="Measure on this run of consecutive frames only (repeatable); default: every field.")
+@click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="Highest share of detections that are not infected cells called Parasitized at the counting threshold.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+def counting_fields(model, data, detector, runs, max_fpr, threads) -> None:
+    """Choose MODEL's smear-counting threshold on real annotated fields, counted as `malaria-edge smear` counts them.
+
+    Stores the threshold and the pipeline's error rates there, with the
+    number of cells behind them, in MODEL's sidecar: `smear` and `capture`
+    correct the parasitemia for them, and their interval carries the rates'
+    uncertainty. For cross-validation, measure on two runs (--run) and score
+    the third with benchmarks/real_fields.py.
+    """
+    from edge_app.detect import CellDetector, default_detector_path
+    from edge_app.model import ModelBundle
+    from quantization.counting import field_counting, write_counting
+    from training.fields import load_annotations, runs_of
+
+    grouped = runs_of(sorted(load_annotations(Path(data) / "annotations.json")))
+    chosen = sorted(set(runs)) if runs else list(range(len(grouped)))
+    names = [n for k in chosen for n in grouped[k]]
+    finder = CellDetector(detector or default_detector_path(), threads=threads)
+    block = field_counting(ModelBundle(model, threads=threads), finder, data, names, max_fpr)
+    block = write_counting(model, {**block, "max_false_positive_rate": max_fpr, "detector_sha256": finder.meta["tflite_sha256"],
+                                   "measured_on": f"{len(names)} real fields (runs {', '.join(map(str, chosen))} of "
+                                                  f"{Path(data).resolve().name}), cells found by {finder.name}"})
+    click.echo(f"{model}: {_counting_text(block)}", err=True)
+
+
 def _counting_text(block: dict | None) -> str:
     if block is None:
         return "no usable counting threshold (sensitivity not above the false-positive rate): smear counts stay uncorrected"

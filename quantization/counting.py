@@ -39,7 +39,38 @@ def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: floa
     counts stay raw rather than being "corrected" by meaningless rates.
     """
     p, _ = bundle_probabilities(tflite, x)
-    block = {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr, "measured_on": measured_on}
+    return write_counting(tflite, {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr,
+                                   "measured_on": measured_on})
+
+
+def field_counting(model, detector, data: str | Path, names: list[str], max_fpr: float) -> dict[str, float]:
+    """The counting threshold and error rates of the whole smear pipeline (detector, then classifier) on annotated fields.
+
+    The threshold is the lowest at which at most `max_fpr` of the detections
+    that are not infected cells are called Parasitized; the sensitivity is
+    the share of infected cells a Parasitized call finds there
+    (training.fields.counting_scores). Measured on fields the detector may
+    have trained on, but whose cells the classifier never saw.
+    """
+    from edge_app.preprocess import load_rgb
+    from edge_app.smear import analyse_field
+    from training.fields import counting_scores, load_annotations
+
+    annotations = load_annotations(Path(data) / "annotations.json")
+    healthy, infected = [], []
+    for name in names:
+        results = analyse_field(model, load_rgb(Path(data) / "images" / name), 0.5, detector)
+        boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
+        h, i = counting_scores(annotations[name], boxes, np.array([r.probability for r in results]))
+        healthy.append(h)
+        infected.append(i)
+    healthy_p, infected_p = np.concatenate(healthy), np.concatenate(infected)
+    y = np.concatenate([np.zeros(len(healthy_p)), np.ones(len(infected_p))])
+    return counting_threshold(y, np.concatenate([healthy_p, infected_p]), max_fpr)
+
+
+def write_counting(tflite: str | Path, block: dict) -> dict | None:
+    """Write a "counting" block into a bundle's sidecar (or remove it, returning None, for rates no better than chance)."""
     side = Path(tflite).with_suffix(".json")
     meta = json.loads(side.read_text())
     try:

@@ -68,6 +68,47 @@ def tiny_model(tiny_models) -> Path:
     return tiny_models["int8"]
 
 
+DETECTOR_SHAPE = (64, 96)
+DETECTOR_SCALE = 0.25
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory) -> Path:
+    """A hand-built cell detector converted by the training code's converter.
+
+    Its heat map is the darkness of the green channel averaged over about a
+    cell (a 5x5 tent on the grid), so it peaks at the centre of every dark
+    disc, and it reports 16x16-pixel boxes (4x4 grid cells) at its input
+    scale, 64x64 in a field: tests can assert where cells are found.
+    """
+    pytest.importorskip("tensorflow")
+    import keras
+    from keras import layers
+
+    from training.detector import convert
+    from edge_app.detect import STRIDE
+
+    inp = keras.Input((*DETECTOR_SHAPE, 3))
+    x = layers.Rescaling(1 / 255.0)(inp)
+    dark = layers.Conv2D(1, 1, name="dark")(x)  # 1 - green
+    pooled = layers.AveragePooling2D(STRIDE)(dark)
+    smooth = layers.Conv2D(1, 5, padding="same", name="smooth")(pooled)
+    heat = layers.Conv2D(1, 1, activation="sigmoid", name="heat")(smooth)
+    box = layers.Conv2D(4, 1, name="box")(pooled)
+    model = keras.Model(inp, [heat, box])
+    model.get_layer("dark").set_weights([np.array([[[[0.0], [-1.0], [0.0]]]], np.float32), np.ones(1, np.float32)])
+    model.get_layer("smooth").set_weights([(np.outer([1, 2, 3, 2, 1], [1, 2, 3, 2, 1]) / 81.0).astype(np.float32).reshape(5, 5, 1, 1), np.zeros(1, np.float32)])
+    model.get_layer("heat").set_weights([np.array([[[[12.0]]]], np.float32), np.array([-3.0], np.float32)])
+    model.get_layer("box").set_weights([np.zeros((1, 1, 1, 4), np.float32), np.array([4.0, 4.0, 0.0, 0.0], np.float32)])
+    rng = np.random.default_rng(0)
+    rep = rng.integers(0, 256, (16, *DETECTOR_SHAPE, 3)).astype(np.uint8)
+    rep[:8] = 230
+    path = tmp_path_factory.mktemp("detector") / "det.tflite"
+    meta = {"kind": "cell-detector", "name": "tiny-detector", "threshold": 0.5,
+            "input": {"shape": [*DETECTOR_SHAPE, 3], "dtype": "int8", "scale": DETECTOR_SCALE}}
+    return convert(model, rep, path, meta)
+
+
 @pytest.fixture
 def model_copy(tiny_model, tmp_path) -> Path:
     """A private copy of the int8 model and its sidecar, safe to tamper with."""

@@ -52,9 +52,36 @@ def test_corrected_parasitemia_keeps_the_raw_count():
     raw_lo, raw_hi = wilson_interval(57, 3000)
     assert lo == pytest.approx(errors.correct(raw_lo)) and hi == pytest.approx(errors.correct(raw_hi))
     assert "raw count 57 = 1.90 %" in p.percent_text()
-    assert p.as_dict()["corrected_for"] == {"sensitivity": 0.85, "false_positive_rate": 0.01}
+    assert p.as_dict()["corrected_for"] == {"sensitivity": 0.85, "false_positive_rate": 0.01,
+                                            "infected_cells": None, "healthy_cells": None}
 
 
 def test_impossible_error_rates_are_refused():
     with pytest.raises(ValueError):
         CountingErrors(sensitivity=0.4, false_positive_rate=0.5)  # worse than chance
+
+
+def test_interval_widens_when_the_error_rates_are_uncertain():
+    exact = Parasitemia(cells=3000, parasitized=57, errors=CountingErrors(0.85, 0.01))
+    well_measured = Parasitemia(cells=3000, parasitized=57, errors=CountingErrors(0.85, 0.01, 200_000, 2_000_000))
+    measured = Parasitemia(cells=3000, parasitized=57, errors=CountingErrors(0.85, 0.01, 160, 12_000))
+    poorly = Parasitemia(cells=3000, parasitized=57, errors=CountingErrors(0.85, 0.01, 20, 500))
+
+    def width(p):
+        lo, hi = p.interval
+        return hi - lo
+
+    # rates measured on millions of cells are as good as exact: about the same interval
+    assert well_measured.interval == pytest.approx(exact.interval, abs=0.0008)
+    assert width(exact) < width(measured) < width(poorly)
+    for p in (exact, measured, poorly):
+        lo, hi = p.interval
+        assert 0.0 <= lo <= p.fraction <= hi <= 1.0
+    assert measured.interval == measured.interval  # seeded: the same report every time it is read
+    assert measured.as_dict()["corrected_for"]["healthy_cells"] == 12_000
+
+
+def test_uncertain_rates_keep_a_zero_count_at_zero():
+    p = Parasitemia(cells=2500, parasitized=0, errors=CountingErrors(0.8, 0.005, 150, 10_000))
+    lo, hi = p.interval
+    assert p.fraction == 0.0 and lo == 0.0 and 0.0 < hi < 0.01  # not the "0 to 0" of correcting the count's bounds

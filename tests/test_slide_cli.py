@@ -19,7 +19,12 @@ from tests.conftest import BLUE, RED, cell
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+    """The CLI; slides are counted with classical segmentation, which finds the composed fields' cells exactly
+    (the learned detector is tested on real fields by benchmarks/real_fields.py, and below with a tiny detector)."""
+    args = [str(a) for a in args]
+    if args[0] in ("smear", "capture") and "--detector" not in args:
+        args += ["--segmenter", "classical"]
+    return CliRunner().invoke(main, args, input=input)
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ def test_resume_counts_each_field_once(fields, tiny_model, tmp_path):
     (folder / "more").mkdir()
     (folder / "field0.png").rename(folder / "more" / "field0.png")
     mixed = run("smear", folder / "more", "--out", out, "--model", tiny_model, "--resume", "--threshold", 0.9)
-    assert mixed.exit_code == 2 and "another model or threshold" in mixed.output
+    assert mixed.exit_code == 2 and "another model, detector or threshold" in mixed.output
 
 
 def test_blank_field_is_counted_as_empty(tiny_model, tmp_path):
@@ -170,7 +175,7 @@ def test_counting_block_sets_the_threshold_and_corrects_the_parasitemia(fields, 
     assert summary["threshold"] == 0.6
     assert total["raw_parasitemia"] == pytest.approx(reds / cells)
     assert total["parasitemia"] == pytest.approx((reds / cells - 0.05) / 0.85)
-    assert "Corrected for the model&#x27;s error rates" in (tmp_path / "c" / "report.html").read_text()
+    assert "Corrected for the counting pipeline&#x27;s error rates" in (tmp_path / "c" / "report.html").read_text()
     lo, hi = total["ci95"]  # the figures printed are the corrected ones too
     assert f"slide: parasitemia {100 * total['parasitemia']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)" in res.output
     # A threshold typed by hand has no measured error rates: the count is reported raw.
@@ -212,7 +217,7 @@ def test_capture_interrupted_keeps_the_fields_and_exits_130(fields, tiny_model, 
     assert len(summary["fields"]) == 1 and summary["total"]["cells"] > 0
 
 
-def test_smear_and_capture_run_offline_without_tensorflow(fields, tiny_model, tmp_path):
+def test_smear_and_capture_run_offline_without_tensorflow(fields, tiny_model, tiny_detector, tmp_path):
     pytest.importorskip("tensorflow")  # only meaningful where tensorflow could be imported
     import subprocess
 
@@ -220,10 +225,31 @@ def test_smear_and_capture_run_offline_without_tensorflow(fields, tiny_model, tm
     from tests.test_cli import OFFLINE_RUNNER
 
     folder, cells, _ = fields
-    for args in (["smear", folder, "--out", tmp_path / "s"],
+    for args in (["smear", folder, "--out", tmp_path / "s", "--segmenter", "classical"],
+                 ["smear", folder, "--out", tmp_path / "d", "--detector", tiny_detector],
                  ["capture", "--fields", 2, "--interval", 0, "--replay", folder, "--out", tmp_path / "c"]):
         res = subprocess.run([sys.executable, "-c", OFFLINE_RUNNER, *map(str, args), "--model", str(tiny_model)],
                              capture_output=True, text=True, cwd=REPO)
         assert res.returncode == 0, res.stderr
         assert "NETWORK_ATTEMPTS 0 HEAVY_MODULES []" in res.stderr
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["total"]["cells"] == cells
+
+
+def test_smear_with_a_detector_records_it_and_refuses_another_on_resume(tiny_detector, tiny_model, tmp_path):
+    from tests.test_detect import _field_with_discs
+
+    folder = tmp_path / "discs"
+    folder.mkdir()
+    Image.fromarray(_field_with_discs([(64, 64), (200, 72), (320, 180)])).save(folder / "a.png")
+    out = tmp_path / "slide"
+    res = run("smear", folder, "--out", out, "--model", tiny_model, "--detector", tiny_detector)
+    assert res.exit_code == 0, res.output
+    rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
+    assert len(rows) == 3 and all(r["width"] == "64" for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "tiny-detector" in summary["cells_found_by"]
+    classical = run("smear", folder, "--out", out, "--model", tiny_model, "--resume", "--segmenter", "classical")
+    assert classical.exit_code == 2 and "another model, detector or threshold" in classical.output
+    both = run("smear", folder, "--out", tmp_path / "x", "--model", tiny_model, "--detector", tiny_detector,
+               "--segmenter", "classical")
+    assert both.exit_code == 2 and "contradict" in both.output

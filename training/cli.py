@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -35,6 +36,10 @@ def _train_options(fn):
         click.option("--target-sensitivity", default=_DEFAULTS.target_sensitivity, show_default=True, type=click.FloatRange(0.5, 1.0), help="Threshold is chosen on validation to reach this sensitivity."),
         click.option("--cache-dir", default=_DEFAULTS.cache_dir, show_default=True, help="Where decoded arrays are cached."),
         click.option("--max-images", default=None, type=click.IntRange(1), help="Train on a seeded subset (smoke runs)."),
+        click.option("--extra-cells", default=None, type=click.Path(exists=True, file_okay=False),
+                     help="An NIH-style folder of more training cells, e.g. from `malaria-train field-cells`; training only."),
+        click.option("--extra-infected-repeat", default=_DEFAULTS.extra_infected_repeat, show_default=True,
+                     type=click.IntRange(1), help="Show each extra infected cell this many times an epoch."),
         click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False), help="A config.json of an earlier run: reproduce it; options typed on the command line (e.g. --out) replace its values."),
     ]
     for opt in reversed(opts):
@@ -108,6 +113,44 @@ def compare_cmd(model_cv, baseline_cv) -> None:
         click.echo(compare_markdown(json.loads(open(model_cv).read()), json.loads(open(baseline_cv).read())))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command("detector")
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
+@click.option("--out", default="runs/detector", show_default=True, help="Output folder.")
+@click.option("--test-run", default=None, type=click.IntRange(0), help="Hold out this run of consecutive frames "
+              "(0, 1, 2 in frame order) for cross-validation; default: train on every field.")
+@click.option("--steps", default=3000, show_default=True, type=click.IntRange(1), help="Training steps (batches).")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-fields", default=None, type=click.IntRange(1), help="Train on the first N fields only (smoke runs).")
+def detector_cmd(data, out, test_run, steps, batch_size, seed, max_fields) -> None:
+    """Train the red-cell detector on hand-boxed fields (DATA: images/ and annotations.json) and write its int8 bundle.
+
+    Cross-validate over runs with --test-run 0, 1, 2 and score each with
+    benchmarks/real_fields.py --run K --detector OUT/cell-detector-int8.tflite.
+    """
+    from training.detector import DetectorConfig, fit
+
+    annotations = Path(data) / "annotations.json"
+    if not annotations.is_file() or not (Path(data) / "images").is_dir():
+        raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
+    fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, seed=seed,
+                       max_fields=max_fields))
+
+
+@main.command("field-cells")
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
+@click.option("--out", required=True, help="NIH-style folder to write (Parasitized/, Uninfected/).")
+@click.option("--exclude-run", default=None, type=click.IntRange(0), help="Leave out this run of consecutive frames (its cells are the test).")
+def field_cells_cmd(data, out, exclude_run) -> None:
+    """Cut the annotated cells of hand-boxed fields (DATA: images/ and annotations.json) out for classifier training."""
+    from training.fields import export_cells, load_annotations, runs_of
+
+    runs = runs_of(sorted(load_annotations(Path(data) / "annotations.json")))
+    names = [n for i, r in enumerate(runs) if i != exclude_run for n in r]
+    counts = export_cells(data, names, out)
+    click.echo(f"{len(names)} fields: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" cells in {out}", err=True)
 
 
 if __name__ == "__main__":

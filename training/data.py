@@ -17,7 +17,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -56,8 +56,11 @@ def patient_id(filename: str) -> str:
     return match.group(1)
 
 
-def discover(root: str | Path) -> list[Sample]:
-    """List the images of an NIH-style folder (Parasitized/, Uninfected/), sorted, skipping non-images."""
+def discover(root: str | Path, patient_of: Callable[[str], str] = patient_id) -> list[Sample]:
+    """List the images of an NIH-style folder (Parasitized/, Uninfected/), sorted, skipping non-images.
+
+    `patient_of` reads the donor from a file name (the NIH convention by default).
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
@@ -68,7 +71,7 @@ def discover(root: str | Path) -> list[Sample]:
             raise FileNotFoundError(f"{root} has no {name}/ folder: expected the NIH layout with Parasitized/ and Uninfected/")
         for path in sorted(folder.iterdir()):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append(Sample(path, label, patient_id(path.name)))
+                samples.append(Sample(path, label, patient_of(path.name)))
     if not samples:
         raise ValueError(f"no images found under {root}")
     return samples

@@ -39,6 +39,8 @@ class TrainConfig:
     target_sensitivity: float = 0.98
     cache_dir: str | None = ".cache/malaria-edge"
     max_images: int | None = None  # for smoke runs: a seeded subset of the training patients' cells
+    extra_cells: str | None = None  # an NIH-style folder of more training cells (e.g. cut from real fields)
+    extra_infected_repeat: int = 1  # how often each extra infected cell is shown an epoch (they are rare)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -122,6 +124,20 @@ def compile_model(model, cfg: TrainConfig, steps: int, epochs: int, learning_rat
     )
 
 
+def add_extra_cells(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training cells with the extra folder's appended (its infected ones repeated), never in validation or test.
+
+    Cells cut from real microscope fields teach the model other stains,
+    cameras and species than the NIH slides'; they stay out of the NIH
+    validation and test patients so the NIH figures stay comparable.
+    """
+    extra = load_arrays(discover(cfg.extra_cells, patient_of=lambda name: "extra"), cfg.image_size, cfg.fit, None)
+    repeat = np.where(extra.y == 1, cfg.extra_infected_repeat, 1)
+    print(f"extra cells from {cfg.extra_cells}: {int((extra.y == 1).sum())} infected (x{cfg.extra_infected_repeat}), "
+          f"{int((extra.y == 0).sum())} healthy", file=sys.stderr, flush=True)
+    return np.concatenate([x, np.repeat(extra.x, repeat, axis=0)]), np.concatenate([y, np.repeat(extra.y, repeat)])
+
+
 def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
     """Train per `cfg`; writes model.keras (and checkpoint.keras while training), history.json, split.json,
     config.json and bad_files.txt to cfg.out."""
@@ -141,6 +157,8 @@ def fit(cfg: TrainConfig, split: Split | None = None) -> dict:
     if cfg.max_images and len(x_tr) > cfg.max_images:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(x_tr), cfg.max_images, replace=False))
         x_tr, y_tr = x_tr[keep], y_tr[keep]
+    if cfg.extra_cells:
+        x_tr, y_tr = add_extra_cells(x_tr, y_tr, cfg)
     print(f"patients: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}; "
           f"cells: train {len(x_tr)}, val {len(x_va)}", file=sys.stderr, flush=True)
     (out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in arrays.bad))

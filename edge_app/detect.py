@@ -1,0 +1,162 @@
+"""Find red cells in a field with a small learned detector (a TFLite bundle), the way a microscopist boxes them.
+
+The detector is a CenterNet-style network: for every cell of a coarse grid
+over the field it predicts how likely a red cell's centre is there, the
+cell's width and height, and the centre's sub-cell offset. It was trained on
+hand-boxed real thin-smear fields, where white cells, platelets and stain
+debris are not boxed, so it learns to leave them out, and it boxes touching
+and overlapping cells one by one, which a threshold-and-split pipeline
+cannot. Everything here is numpy and OpenCV around one interpreter call, and
+`field_input` is the single definition of the detector's input pixels: the
+training code imports it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.model import ModelError, read_sidecar, shipped_path
+from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
+
+KIND = "cell-detector"
+#: Output grid cells per input pixel side.
+STRIDE = 4
+DEFAULT_DETECTOR_NAME = "cell-detector-int8.tflite"
+
+
+def default_detector_path() -> Path:
+    """The shipped cell detector ($MALARIA_EDGE_DETECTOR overrides it)."""
+    return shipped_path(DEFAULT_DETECTOR_NAME, "MALARIA_EDGE_DETECTOR")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A red cell's box in field pixels and the detector's confidence that it is one."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float
+
+
+def field_input(rgb: np.ndarray, height: int, width: int, scale: float) -> tuple[np.ndarray, float]:
+    """The detector's (height, width, 3) uint8 input for a field, and the factor from field to input pixels.
+
+    The field is resized by `scale` (the detector's pixels per field pixel at
+    the magnification it was trained for, 0.25 for a 1280x960 field with
+    80 px cells), never stretched, and padded at the right and bottom with the
+    field's median colour, the colour of the gaps between cells; a field too
+    large for the input after that resize is shrunk further to fit.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image, got shape {rgb.shape} dtype {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    s = min(scale, height / h, width / w)
+    small = resize_field(rgb, s)
+    nh, nw = min(height, small.shape[0]), min(width, small.shape[1])
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = background_colour(small)
+    out[:nh, :nw] = small[:nh, :nw]
+    return out, s
+
+
+def resize_field(rgb: np.ndarray, s: float) -> np.ndarray:
+    """A field resized by factor s: area averaging when shrinking (no aliasing of the stain's fine detail)."""
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
+def background_colour(rgb: np.ndarray) -> np.ndarray:
+    """The field's median colour (the gaps between cells in a thin film): what padding is filled with."""
+    return np.median(rgb.reshape(-1, 3), axis=0).astype(np.uint8)
+
+
+def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, field_shape: tuple[int, int],
+           nms_iou: float = 0.6) -> list[Detection]:
+    """Detections from the network's outputs: heat (H, W) in 0..1 and box (H, W, 4) = width, height, dx, dy in grid units.
+
+    A centre is a grid cell at or above `threshold` that is the maximum of its
+    3x3 neighbourhood; boxes overlapping a stronger one by more than `nms_iou`
+    are the same cell found twice. Boxes are clipped to the field.
+    """
+    peaks = (heat >= threshold) & (heat >= cv2.dilate(heat.astype(np.float32), np.ones((3, 3), np.uint8)))
+    ys, xs = np.nonzero(peaks)
+    if not len(ys):
+        return []
+    b = box[ys, xs].astype(np.float64)
+    cx, cy = (xs + 0.5 + b[:, 2]) * STRIDE / scale, (ys + 0.5 + b[:, 3]) * STRIDE / scale
+    bw, bh = np.maximum(b[:, 0], 0.1) * STRIDE / scale, np.maximum(b[:, 1], 0.1) * STRIDE / scale
+    fh, fw = field_shape
+    x0, y0 = np.clip(cx - bw / 2, 0, fw - 1), np.clip(cy - bh / 2, 0, fh - 1)
+    x1, y1 = np.clip(cx + bw / 2, 1, fw), np.clip(cy + bh / 2, 1, fh)
+    scores = heat[ys, xs].astype(np.float64)
+    rects = [[float(a), float(c), float(e - a), float(f - c)] for a, c, e, f in zip(x0, y0, x1, y1)]
+    keep = cv2.dnn.NMSBoxes(rects, scores.tolist(), float(threshold), float(nms_iou))
+    keep = sorted(np.asarray(keep, int).reshape(-1).tolist())
+    return [Detection(int(round(rects[i][0])), int(round(rects[i][1])), max(1, int(round(rects[i][2]))),
+                      max(1, int(round(rects[i][3]))), float(scores[i])) for i in keep]
+
+
+class CellDetector:
+    """A verified cell-detector bundle (.tflite + sidecar of kind "cell-detector") ready to find cells in fields."""
+
+    def __init__(self, tflite: str | Path, threads: int = 1, runtime: Runtime | None = None):
+        self.path = Path(tflite)
+        self.meta = read_sidecar(self.path, "pass --detector, or set MALARIA_EDGE_DETECTOR")
+        try:
+            if self.meta.get("kind") != KIND:
+                raise ValueError(f"kind {self.meta.get('kind')!r}, expected {KIND!r}")
+            self.height, self.width = (int(v) for v in self.meta["input"]["shape"][:2])
+            self.scale = float(self.meta["input"]["scale"])
+            self.threshold = float(self.meta["threshold"])
+            if not (0 < self.scale <= 4 and 0 < self.threshold < 1 and self.height % STRIDE == 0 and self.width % STRIDE == 0):
+                raise ValueError("scale, threshold or input shape out of range")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{self.path}: not a usable cell-detector sidecar ({exc})") from None
+        try:
+            self.runtime = runtime or find_runtime()
+            self._interp = self.runtime.interpreter(str(self.path), threads)
+            self._interp.allocate_tensors()
+        except RuntimeMissing as exc:
+            raise ModelError(str(exc)) from None
+        except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a usable TFLite model ({first})") from None
+        self._in = self._interp.get_input_details()[0]
+        outs = {int(d["shape"][-1]): d for d in self._interp.get_output_details()}
+        grid = [1, self.height // STRIDE, self.width // STRIDE]
+        if list(self._in["shape"]) != [1, self.height, self.width, 3] or sorted(outs) != [1, 4] \
+                or any(list(d["shape"][:3]) != grid for d in outs.values()):
+            raise ModelError(f"{self.path}: tensor shapes do not match its sidecar's input {self.height}x{self.width}: "
+                             "wrong sidecar for this model")
+        self._heat, self._box = outs[1], outs[4]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.stem))
+
+    def _output(self, detail: dict) -> np.ndarray:
+        raw = self._interp.get_tensor(detail["index"])[0]
+        scale, zero = detail["quantization"]
+        return (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32)
+
+    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The network's heat map and boxes for a field, and the field-to-input scale."""
+        from edge_app.model import quantize_input
+
+        pixels, scale = field_input(rgb, self.height, self.width, self.scale)
+        self._interp.set_tensor(self._in["index"], quantize_input(pixels[None], self._in))
+        self._interp.invoke()
+        return self._output(self._heat)[..., 0], self._output(self._box), scale
+
+    def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Detection]:
+        """The red cells in a field, in reading order."""
+        heat, box, scale = self.raw(rgb)
+        found = decode(heat, box, self.threshold if threshold is None else threshold, scale, rgb.shape[:2])
+        return sorted(found, key=lambda d: (d.y + d.height // 2, d.x))

@@ -1,0 +1,81 @@
+"""Does a field look like the fields the models were trained on? Stain colour, cell size and focus, checked per field.
+
+A count on a field unlike any training field (another stain, a wrong
+objective, a blurred image) can be far off without anything else showing
+it, so each field's measurements are compared with the ranges seen on the
+training fields (the detector's sidecar, "field_ranges") and every way it
+falls outside becomes a warning in the CLI output, summary.json and the
+report. The measurements are cheap: medians over pixels the pipeline has
+already found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: How far outside the training fields' range a field may fall before it is flagged, as a share of that range
+#: (the training fields are few: their range understates what still works).
+MARGIN = 0.25
+
+
+@dataclass(frozen=True)
+class FieldStats:
+    cell_colour: tuple[float, float, float]  # median RGB of the cells' pixels
+    cell_size: float  # median cell box side in the detector's input pixels (field pixels x its scale)
+    sharpness: float  # variance of the green channel's Laplacian over its variance: focus, independent of contrast
+
+    def as_dict(self) -> dict:
+        return {"cell_colour": [round(v, 1) for v in self.cell_colour], "cell_size": round(self.cell_size, 2),
+                "sharpness": round(self.sharpness, 4)}
+
+
+def field_stats(rgb: np.ndarray, cells: list, scale: float) -> FieldStats | None:
+    """Measurements of one field from the cells found in it (edge_app.smear.Cell); None when none was found."""
+    if not cells:
+        return None
+    pixels = np.concatenate([c.crop.reshape(-1, 3) for c in cells])
+    pixels = pixels[pixels.any(axis=1)]
+    if not len(pixels):
+        return None
+    colour = np.median(pixels, axis=0)
+    size = float(np.median([max(c.width, c.height) for c in cells])) * scale
+    green = rgb[..., 1].astype(np.float32)
+    sharpness = float(cv2.Laplacian(green, cv2.CV_32F).var() / max(float(green.var()), 1e-6))
+    return FieldStats(tuple(float(c) for c in colour), size, sharpness)
+
+
+def training_ranges(stats: list[FieldStats]) -> dict:
+    """The ranges of the training fields' measurements, for the detector's sidecar."""
+    colours = np.array([s.cell_colour for s in stats])
+    return {"cell_colour": {"min": colours.min(axis=0).round(1).tolist(), "max": colours.max(axis=0).round(1).tolist()},
+            "cell_size": {"min": round(min(s.cell_size for s in stats), 2), "max": round(max(s.cell_size for s in stats), 2)},
+            "sharpness": {"min": round(min(s.sharpness for s in stats), 4), "max": round(max(s.sharpness for s in stats), 4)}}
+
+
+def _outside(value: float, lo: float, hi: float) -> bool:
+    pad = MARGIN * (hi - lo)
+    return value < lo - pad or value > hi + pad
+
+
+def warnings(stats: FieldStats | None, ranges: dict | None) -> list[str]:
+    """Why this field's count may not be trusted: one short sentence per way it differs from the training fields."""
+    if stats is None:
+        return ["no red cells found: not a thin-film field at the expected magnification, or out of focus"]
+    if not ranges:
+        return []
+    out = []
+    lo, hi = ranges["cell_colour"]["min"], ranges["cell_colour"]["max"]
+    if any(_outside(v, a, b) for v, a, b in zip(stats.cell_colour, lo, hi)):
+        rgb = ", ".join(f"{v:.0f}" for v in stats.cell_colour)
+        out.append(f"stain colour unlike the training fields (cells RGB {rgb}): check the staining and white balance")
+    size = ranges["cell_size"]
+    if _outside(stats.cell_size, size["min"], size["max"]):
+        out.append(f"cells {stats.cell_size:.0f} px at the detector's scale, "
+                   f"trained on {size['min']:.0f}-{size['max']:.0f}: check the objective (100x oil) and the camera resolution")
+    sharp = ranges["sharpness"]
+    if stats.sharpness < sharp["min"] - MARGIN * (sharp["max"] - sharp["min"]):
+        out.append("blurred: the field looks out of focus; refocus and take it again")
+    return out

@@ -1,0 +1,93 @@
+"""The cell-detector bundle: input pixels, decoding, sidecar checks, and finding cells with a real TFLite file
+(the tiny hand-built detector of conftest)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_app.detect import STRIDE, CellDetector, decode, field_input
+from edge_app.model import ModelError
+
+from tests.conftest import DETECTOR_SCALE as SCALE
+from tests.conftest import DETECTOR_SHAPE as SHAPE
+
+
+def test_field_input_keeps_shape_and_pads_with_the_background():
+    field = np.full((240, 200, 3), (200, 210, 220), np.uint8)
+    field[100:140, 80:120] = (90, 40, 120)
+    pixels, scale = field_input(field, *SHAPE, SCALE)
+    assert pixels.shape == (*SHAPE, 3) and pixels.dtype == np.uint8
+    assert scale == pytest.approx(SCALE)  # 240x200 fits at 0.25: 60x50
+    assert (pixels[:, 50:] == (200, 210, 220)).all()  # padding is the field's background colour
+    assert (pixels[30, 25] == (90, 40, 120)).all()  # the dark square, a quarter of the way in
+    big, s = field_input(np.zeros((960, 1920, 3), np.uint8), *SHAPE, SCALE)
+    assert s == pytest.approx(96 / 1920)  # too wide at 0.25: shrunk further, never stretched
+
+
+def test_decode_maps_peaks_back_to_field_pixels():
+    heat = np.zeros((10, 10), np.float32)
+    heat[2, 3], heat[2, 4] = 0.9, 0.5  # a peak and its weaker neighbour: one cell
+    heat[7, 7] = 0.3  # below threshold
+    box = np.zeros((10, 10, 4), np.float32)
+    box[2, 3] = (5.0, 4.0, 0.25, -0.25)  # 5x4 grid cells, centre a quarter cell right and up
+    found = decode(heat, box, 0.4, scale=0.5, field_shape=(80, 80))
+    assert len(found) == 1
+    d = found[0]
+    cx, cy = (3 + 0.5 + 0.25) * STRIDE / 0.5, (2 + 0.5 - 0.25) * STRIDE / 0.5
+    assert (d.x, d.y, d.width, d.height) == (round(cx - 20), round(cy - 16), 40, 32)
+    assert d.score == pytest.approx(0.9)
+    assert decode(np.zeros((4, 4)), np.zeros((4, 4, 4)), 0.5, 1.0, (16, 16)) == []
+
+
+def test_decode_clips_to_the_field_and_drops_duplicates():
+    heat = np.zeros((10, 10), np.float32)
+    heat[0, 0], heat[0, 2] = 0.9, 0.8  # two peaks whose boxes overlap almost entirely
+    box = np.zeros((10, 10, 4), np.float32)
+    box[0, 0] = (6, 6, 0.5, 0)
+    box[0, 2] = (6, 6, -1.4, 0)
+    found = decode(heat, box, 0.5, 1.0, (40, 40))
+    assert len(found) == 1 and found[0].x == 0 and found[0].y == 0
+
+
+def _field_with_discs(centres, radius=28, shape=(256, 384)):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    field = np.full((*shape, 3), 235, np.uint8)
+    for cx, cy in centres:
+        field[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2] = (120, 40, 110)
+    return field
+
+
+def test_tiny_detector_finds_each_disc(tiny_detector):
+    from training.fields import match_boxes
+
+    centres = [(64, 64), (200, 72), (320, 180), (100, 190)]
+    found = CellDetector(tiny_detector).detect(_field_with_discs(centres))
+    truth = np.array([[cx - 32, cy - 32, 64, 64] for cx, cy in centres])
+    boxes = np.array([[d.x, d.y, d.width, d.height] for d in found]).reshape(-1, 4)
+    assert len(found) == len(centres) and len(match_boxes(truth, boxes)) == len(centres)
+    assert [d.y + d.height // 2 for d in found] == sorted(d.y + d.height // 2 for d in found)  # reading order
+    assert CellDetector(tiny_detector).detect(np.full((256, 384, 3), 235, np.uint8)) == []
+
+
+def _copy(src, dst):
+    dst.write_bytes(src.read_bytes())
+    dst.with_suffix(".json").write_text(src.with_suffix(".json").read_text())
+    return dst
+
+
+def test_tampered_or_wrong_kind_detector_is_refused(tiny_detector, tiny_model, tmp_path):
+    bad = _copy(tiny_detector, tmp_path / "bad.tflite")
+    bad.write_bytes(bad.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(ModelError, match="sha256"):
+        CellDetector(bad)
+    with pytest.raises(ModelError, match="cell-detector"):
+        CellDetector(tiny_model)  # a classifier bundle is not a detector
+    side = _copy(tiny_detector, tmp_path / "det.tflite").with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["input"]["shape"] = [32, 48, 3]
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="shapes"):
+        CellDetector(tmp_path / "det.tflite")

@@ -1,0 +1,222 @@
+"""Annotated microscope fields: reading the boxes, grouping frames into runs, and scoring a count against them.
+
+One place for the field protocol, so the real-field benchmark, the tests and
+the model card cannot score differently:
+
+- annotations are IML-Malaria's ``annotations.json``: one entry per image,
+  ``{"image_name", "objects": [{"type", "bbox": {"x", "y", "w", "h"}}]}``,
+  (x, y) the top-left corner;
+- ``difficult`` boxes count neither way: they are left out of the truth, and
+  a detection matching one is left out of the detections;
+- infected = ring, trophozoite, schizont, gametocyte; a red cell box is
+  ``red blood cell``; true parasitemia = infected boxes / all other boxes;
+- red cells are matched one to one at IoU >= 0.5 (the assignment with the
+  most matches, then the largest summed IoU); an infected box is found when
+  any detection called Parasitized overlaps it at IoU >= 0.3.
+
+Pure numpy and scipy: nothing here needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+INFECTED = ("ring", "trophozoite", "schizont", "gametocyte")
+HEALTHY = "red blood cell"
+DIFFICULT = "difficult"
+MATCH_IOU = 0.5
+INFECTED_IOU = 0.3
+#: Consecutive camera frames further apart than this in number start a new run.
+RUN_GAP = 20
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    w: int
+    h: int
+    kind: str = HEALTHY
+
+    @property
+    def infected(self) -> bool:
+        return self.kind in INFECTED
+
+
+def load_annotations(path: str | Path) -> dict[str, list[Box]]:
+    """Boxes per image name, from an IML-Malaria style annotations.json."""
+    entries = json.loads(Path(path).read_text())
+    out: dict[str, list[Box]] = {}
+    for e in entries:
+        boxes = []
+        for o in e["objects"]:
+            b = o["bbox"]
+            boxes.append(Box(int(b["x"]), int(b["y"]), int(b["w"]), int(b["h"]), str(o["type"])))
+        out[str(e["image_name"])] = boxes
+    return out
+
+
+def runs_of(names: list[str]) -> list[list[str]]:
+    """Image names grouped into runs of consecutive camera frames (by the number in the name), in order.
+
+    Consecutive frames show one slide, so a split that puts frames of one run
+    on both sides leaks; cross-validation folds are whole runs.
+    """
+    def number(name: str) -> int:
+        digits = re.findall(r"\d+", Path(name).stem)
+        if not digits:
+            raise ValueError(f"no frame number in {name!r}")
+        return int(digits[-1])
+
+    ordered = sorted(names, key=number)
+    runs: list[list[str]] = []
+    for name in ordered:
+        if runs and number(name) - number(runs[-1][-1]) <= RUN_GAP:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return runs
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every (x, y, w, h) box in `a` against every box in `b`: shape (len(a), len(b))."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ax1, ay1, ax2, ay2 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
+    bx1, by1, bx2, by2 = b[None, :, 0], b[None, :, 1], b[None, :, 0] + b[None, :, 2], b[None, :, 1] + b[None, :, 3]
+    inter = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None) * np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def match_boxes(truth: np.ndarray, detected: np.ndarray, min_iou: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """One-to-one (truth index, detection index) pairs with IoU >= min_iou: as many as possible, then the best overlap."""
+    iou = iou_matrix(truth, detected)
+    if not iou.size:
+        return []
+    ok = iou >= min_iou
+    # Every allowed pair is worth more than any sum of IoUs, so the number of matches comes first.
+    cost = np.where(ok, -(len(truth) + len(detected) + iou), 0.0)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if ok[r, c]]
+
+
+@dataclass(frozen=True)
+class FieldScore:
+    """One field's count against its annotation (difficult boxes and their detections left out)."""
+
+    cells: int  # annotated cells, healthy + infected
+    infected: int
+    detections: int
+    matched: int  # one-to-one at IoU >= 0.5
+    infected_found: int  # infected boxes overlapped (IoU >= 0.3) by a detection called Parasitized
+    healthy_matched: int  # healthy boxes matched to a detection
+    healthy_called_parasitized: int  # of those, matched to a detection called Parasitized
+    called_parasitized: int  # detections called Parasitized
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.cells if self.cells else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.matched / self.detections if self.detections else float("nan")
+
+    @property
+    def true_parasitemia(self) -> float:
+        return self.infected / self.cells if self.cells else 0.0
+
+    @property
+    def raw_parasitemia(self) -> float:
+        return self.called_parasitized / self.detections if self.detections else 0.0
+
+
+def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray) -> FieldScore:
+    """Score detections (N x 4 boxes, and whether each was called Parasitized) against a field's annotation."""
+    detected = np.asarray(detected, np.float64).reshape(-1, 4)
+    parasitized = np.asarray(parasitized, bool).reshape(-1)
+    if len(parasitized) != len(detected):
+        raise ValueError(f"{len(detected)} detections but {len(parasitized)} labels")
+    difficult = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.kind == DIFFICULT], np.float64).reshape(-1, 4)
+    if len(difficult) and len(detected):
+        drop = {j for _, j in match_boxes(difficult, detected)}
+        keep = np.array([j not in drop for j in range(len(detected))], bool)
+        detected, parasitized = detected[keep], parasitized[keep]
+    cells = [b for b in truth if b.kind != DIFFICULT]
+    boxes = np.array([[b.x, b.y, b.w, b.h] for b in cells], np.float64).reshape(-1, 4)
+    infected = np.array([b.infected for b in cells], bool)
+    pairs = match_boxes(boxes, detected)
+    healthy_pairs = [(i, j) for i, j in pairs if not infected[i]]
+    found = 0
+    if infected.any() and parasitized.any():
+        overlap = iou_matrix(boxes[infected], detected[parasitized])
+        found = int(np.sum(overlap.max(axis=1) >= INFECTED_IOU))
+    return FieldScore(
+        cells=len(cells), infected=int(infected.sum()), detections=len(detected), matched=len(pairs),
+        infected_found=found, healthy_matched=len(healthy_pairs),
+        healthy_called_parasitized=sum(bool(parasitized[j]) for _, j in healthy_pairs),
+        called_parasitized=int(parasitized.sum()),
+    )
+
+
+def pooled(scores: list[FieldScore]) -> FieldScore:
+    """Sum of field scores: the figures of all fields taken as one slide."""
+    return FieldScore(*(sum(getattr(s, f) for s in scores) for f in FieldScore.__dataclass_fields__))
+
+
+def export_cells(data: str | Path, names: list[str], out: str | Path) -> dict[str, int]:
+    """Cut every annotated cell of these fields out as the app cuts out a detected one, into an NIH-style folder.
+
+    `out/Parasitized/` and `out/Uninfected/` get one lossless PNG per
+    infected or healthy box (difficult boxes are left out), named after the
+    field, so the classifier can be trained on the fields' cells through the
+    same preprocessing as the NIH cells (`malaria-train fit --extra-cells`).
+    """
+    from PIL import Image
+
+    from edge_app.labels import LABELS
+    from edge_app.preprocess import load_rgb
+    from edge_app.smear import cells_in_boxes
+
+    annotations = load_annotations(Path(data) / "annotations.json")
+    counts = {label: 0 for label in LABELS}
+    for label in LABELS:
+        (Path(out) / label).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        boxes = [b for b in annotations[name] if b.kind != DIFFICULT]
+        cells = cells_in_boxes(load_rgb(Path(data) / "images" / name), [(b.x, b.y, b.w, b.h) for b in boxes])
+        if len(cells) != len(boxes):
+            raise ValueError(f"{name}: a box lies outside the image")
+        for i, (b, cell) in enumerate(zip(boxes, cells)):
+            label = LABELS[1] if b.infected else LABELS[0]
+            Image.fromarray(cell.crop).save(Path(out) / label / f"{Path(name).stem}_cell{i:03d}_{b.kind.replace(' ', '-')}.png")
+            counts[label] += 1
+    return counts
+
+
+def counting_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the counting threshold is tuned on: the P(Parasitized) of every detection that is not an infected cell,
+    and for every infected box the highest P of a detection overlapping it (0 when none does: a missed cell).
+
+    These are the rates the counted parasitemia needs corrected: a false
+    positive is any detection called Parasitized that is not an infected cell
+    (a healthy cell, or something else the detector found), a true positive
+    an infected cell that a Parasitized call overlaps (IoU >= 0.3).
+    """
+    detected = np.asarray(detected, np.float64).reshape(-1, 4)
+    probability = np.asarray(probability, np.float64).reshape(-1)
+    difficult = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.kind == DIFFICULT], np.float64).reshape(-1, 4)
+    keep = np.ones(len(detected), bool)
+    if len(difficult) and len(detected):
+        keep[[j for _, j in match_boxes(difficult, detected)]] = False
+    infected = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.infected], np.float64).reshape(-1, 4)
+    overlap = iou_matrix(infected, detected) >= INFECTED_IOU
+    on_infected = overlap.any(axis=0)
+    best = np.where(overlap, probability[None, :], 0.0).max(axis=1) if len(detected) else np.zeros(len(infected))
+    return probability[keep & ~on_infected], best
