@@ -104,6 +104,7 @@ def summarise(scores: list[FieldScore], seconds: list[float], errors) -> dict:
         "true_parasitemia": p.true_parasitemia, "raw_parasitemia": slide.raw_fraction,
         "reported_parasitemia": slide.fraction, "reported_ci95": [lo, hi],
         "reported_relative_error": (slide.fraction - p.true_parasitemia) / p.true_parasitemia if p.true_parasitemia else None,
+        "reported_abs_relative_error": abs(slide.fraction - p.true_parasitemia) / p.true_parasitemia if p.true_parasitemia else None,
         "truth_inside_ci": bool(lo <= p.true_parasitemia <= hi),
         "field_sensitivity": float(called[positive].mean()) if positive.any() else None,
         "field_specificity": float((~called[~positive]).mean()) if (~positive).any() else None,
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = [report["runs"][str(k)] for k in chosen]
         report["mean_over_runs"] = {key: float(np.mean([f[key] for f in folds])) for key in
                                     ("recall", "precision", "infected_recall", "healthy_called_parasitized",
-                                     "reported_relative_error") if all(f[key] is not None for f in folds)}
+                                     "reported_abs_relative_error") if all(f[key] is not None for f in folds)}
         print("mean over runs: " + ", ".join(f"{k} {v:.3f}" for k, v in report["mean_over_runs"].items()))
     if not args.no_classifier_alone:
         thresholds = {"0.5": 0.5, "screening": model.threshold, "counting": threshold}

@@ -129,6 +129,19 @@ def info(model) -> None:
         if meta.get("bias_correction"):
             parts.append(f"output bias corrected by {meta['bias_correction']['logit_offset_removed']:.4f} logit")
         click.echo(f"int8:        {'; '.join(parts)}")
+    if bundle.counting:
+        c, block = bundle.counting, meta["counting"]
+        click.echo(f"counting:    threshold {c.threshold:.4f} for smear/capture; sensitivity {c.errors.sensitivity:.4f}, "
+                   f"false-positive rate {c.errors.false_positive_rate:.4f} (measured on {block.get('measured_on', '?')}; "
+                   "the parasitemia is corrected for them)")
+    from edge_app.detect import CellDetector, default_detector_path
+
+    try:
+        finder = CellDetector(default_detector_path())
+        click.echo(f"detector:    {finder.path} ({finder.name}, threshold {finder.threshold:.2f}, "
+                   f"sha256 {finder.meta['tflite_sha256']})")
+    except ModelError as exc:
+        click.echo(f"detector:    unusable ({exc}); smear and capture need --segmenter classical")
     for key in ("metrics", "training"):
         if meta.get(key):
             click.echo(f"{key}:")
@@ -177,15 +190,16 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
 
 @main.command()
 @model_option
+@click.option("--detector", type=click.Path(dir_okay=False), default=None, help="Cell detector .tflite to check. Default: the shipped one.")
 @click.option("--output-dir", type=click.Path(), default=".", show_default=True, help="Where results will be written.")
-def doctor(model, output_dir) -> None:
-    """Check this device: Python, TFLite runtime, model, camera, free disk, output folder.
+def doctor(model, detector, output_dir) -> None:
+    """Check this device: Python, TFLite runtime, model, cell detector, camera, free disk, output folder.
 
     Prints one line per check with the fix for each failure; exits 1 if any check failed.
     """
     from edge_app.doctor import run_checks
 
-    checks = run_checks(model or default_model_path(), output_dir)
+    checks = run_checks(model or default_model_path(), output_dir, detector)
     for check in checks:
         click.echo(check.line())
     failed = [c.name for c in checks if c.status == "FAIL"]

@@ -63,6 +63,25 @@ def check_model(path: str | Path) -> Check:
     return Check("model", "PASS", f"{model.name} ({Path(path).stat().st_size // 1024} KiB, sha256 verified, test inference ok)")
 
 
+def check_detector(path: str | Path) -> Check:
+    """Load the cell detector (sha256, shapes) and run it on a blank field: `smear` and `capture` find cells with it.
+
+    A missing detector is a warning, not a failure: classification needs none,
+    and `--segmenter classical` counts without it.
+    """
+    from edge_app.detect import CellDetector
+
+    try:
+        detector = CellDetector(path)
+        found = detector.detect(np.full((detector.height * 2, detector.width * 2, 3), 230, np.uint8))
+    except ModelError as exc:
+        return Check("cell detector", "WARN", str(exc),
+                     "reinstall the app, or count smears with --segmenter classical (less accurate on real fields)")
+    if found:
+        return Check("cell detector", "FAIL", f"{path}: found {len(found)} cells in a blank field", "reinstall the detector")
+    return Check("cell detector", "PASS", f"{detector.name} ({Path(path).stat().st_size // 1024} KiB, sha256 verified, test field ok)")
+
+
 def check_camera() -> Check:
     """Only capture needs a camera, so a missing one is a warning."""
     try:
@@ -81,7 +100,7 @@ def check_camera() -> Check:
 
 
 def check_smear() -> Check:
-    """OpenCV imports and finds the two cells of a drawn field: `smear` and `capture` will work."""
+    """OpenCV imports and the classical segmentation finds the two cells of a drawn field."""
     try:
         import cv2
 
@@ -127,8 +146,11 @@ def check_writable(folder: str | Path) -> Check:
     return Check("output folder", "PASS", f"{folder} is writable")
 
 
-def run_checks(model: str | Path, output_dir: str | Path) -> list[Check]:
-    checks = [check_python(), check_runtime(), check_model(model), check_smear(), check_camera(), check_writable(output_dir)]
+def run_checks(model: str | Path, output_dir: str | Path, detector: str | Path | None = None) -> list[Check]:
+    from edge_app.detect import default_detector_path
+
+    checks = [check_python(), check_runtime(), check_model(model), check_detector(detector or default_detector_path()),
+              check_smear(), check_camera(), check_writable(output_dir)]
     if Path(output_dir).is_dir():
         checks.append(check_disk(output_dir))
     return checks

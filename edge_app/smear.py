@@ -32,6 +32,11 @@ MIN_CELL_AREA = 80
 #: Otsu's two classes must differ by at least this much green, or the field is blank.
 MIN_CONTRAST = 20
 CROP_MARGIN = 2
+#: Scale bars and burnt-in text are near black in every channel; Giemsa stain never is (its darkest, a white
+#: cell's nucleus, keeps one channel above 90). A box with more than INK_SHARE of such pixels is an overlay,
+#: or a cell hidden under one: neither can be counted.
+INK_LEVEL = 60
+INK_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,18 @@ def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | Non
 
 
 def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Cell]:
-    """The red cells of a field: boxed by the learned detector when there is one, else segmented classically."""
+    """The red cells of a field: boxed by the learned detector when there is one, else segmented classically.
+
+    Cells under a scale bar or text overlay are left out (see `INK_LEVEL`).
+    """
     if detector is None:
-        return segment_cells(rgb)
-    return cells_in_boxes(rgb, [(d.x, d.y, d.width, d.height) for d in detector.detect(rgb)])
+        cells = segment_cells(rgb)
+    else:
+        cells = cells_in_boxes(rgb, [(d.x, d.y, d.width, d.height) for d in detector.detect(rgb)])
+    ink = rgb.max(axis=2) < INK_LEVEL
+    if not ink.any():
+        return cells
+    return [c for c in cells if ink[c.y:c.y + c.height, c.x:c.x + c.width].mean() < INK_SHARE]
 
 
 def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None,

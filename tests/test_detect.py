@@ -91,3 +91,4 @@ def test_tampered_or_wrong_kind_detector_is_refused(tiny_detector, tiny_model, t
     side.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="shapes"):
         CellDetector(tmp_path / "det.tflite")
+

@@ -21,11 +21,12 @@ def _fake_picamera2(monkeypatch, cameras):
     monkeypatch.setitem(sys.modules, "picamera2", mod)
 
 
-def test_healthy_device_passes(tiny_model, tmp_path, monkeypatch):
+def test_healthy_device_passes(tiny_model, tiny_detector, tmp_path, monkeypatch):
     _fake_picamera2(monkeypatch, [{"Model": "imx477", "Num": 0}])
-    res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--output-dir", str(tmp_path)])
+    res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--detector", str(tiny_detector),
+                                    "--output-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    for name in ("python", "tflite runtime", "model", "smear segmentation", "camera", "output folder", "disk"):
+    for name in ("python", "tflite runtime", "model", "cell detector", "smear segmentation", "camera", "output folder", "disk"):
         assert any(line.startswith("PASS") and f" {name}:" in line for line in res.output.splitlines()), name
     assert "imx477" in res.output and "all checks passed" in res.output
     assert list(tmp_path.iterdir()) == []  # the write test cleans up after itself
@@ -85,3 +86,9 @@ def test_missing_opencv_fails_smear_with_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     check = doctor.check_smear()
     assert check.status == "FAIL" and "OpenCV is not importable" in check.detail and "bundle" in check.fix
+
+
+def test_missing_detector_is_a_warning_with_the_classical_way_out(tiny_model, tmp_path):
+    res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--detector", str(tmp_path / "none.tflite"),
+                                    "--output-dir", str(tmp_path)])
+    assert "WARN  cell detector" in res.output and "--segmenter classical" in res.output

@@ -102,3 +102,36 @@ def test_uneven_lighting_is_evened_out():
     found = segment_cells(dark_corners)
     hits = match(_boxes(found), truth)
     assert hits / len(truth) >= 0.98 and hits / len(found) >= 0.98
+
+
+def _discs(centres, shape=(300, 400), radius=26):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    field = np.full((*shape, 3), 230, np.uint8)
+    for cx, cy in centres:
+        field[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2] = (150, 80, 120)
+    return field
+
+
+def _scale_bar(field, x, y):
+    """A microscope camera's burnt-in scale bar and its label, in black."""
+    import cv2
+
+    cv2.line(field, (x, y), (x + 90, y), (0, 0, 0), 3)
+    cv2.putText(field, "50 um", (x + 10, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (10, 10, 10), 2)
+    return field
+
+
+@pytest.mark.parametrize("with_detector", [False, True])
+def test_scale_bar_and_cells_under_it_are_not_counted(with_detector, tiny_detector):
+    from edge_app.detect import CellDetector
+    from edge_app.smear import find_cells
+
+    centres = [(60, 60), (180, 60), (300, 60), (60, 200), (180, 200)]
+    field = _scale_bar(_discs(centres), 150, 190)  # over the cell at (180, 200); the label below it
+    field = _scale_bar(field, 260, 250)  # on the background alone
+    detector = CellDetector(tiny_detector) if with_detector else None
+    found = find_cells(field, detector)
+    centres_found = sorted((c.x + c.width // 2, c.y + c.height // 2) for c in found)
+    assert len(found) == 4, centres_found
+    assert all(abs(cx - 180) > 30 or abs(cy - 200) > 30 for cx, cy in centres_found)
+    assert find_cells(_discs(centres), detector).__len__() == 5  # the same cells without the bar are all counted
