@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default=None, help="cell detector bundle (default: the shipped one); 'classical' for OpenCV segmentation")
     ap.add_argument("--run", type=int, action="append", help="score only this run (0, 1, 2 in frame order); repeatable")
     ap.add_argument("--threshold", type=float, default=None, help="count at this threshold (default: the model's counting threshold)")
+    ap.add_argument("--first", type=int, default=None, help="only the first N fields of each run (a quick look)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-field", action="store_true", help="print a line per field")
     ap.add_argument("--no-classifier-alone", action="store_true", help="skip scoring the classifier on the annotated cells")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
               "threshold": threshold, "runs": {}, "fields": {}}
     all_scores, all_seconds, all_names = [], [], []
     for k in chosen:
-        names = runs[k]
+        names = runs[k][:args.first]
         scores, seconds = count_fields(model, detector, data, names, annotations, threshold)
         report["runs"][str(k)] = summarise(scores, seconds, errors)
         print_summary(f"run {k} ({names[0]}-{names[-1]})", report["runs"][str(k)])

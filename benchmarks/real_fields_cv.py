@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.real_fields import classifier_alone, count_fields, print_summary, summarise  # noqa: E402
 from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import ModelBundle, default_model_path  # noqa: E402
-from quantization.counting import field_counting, write_counting  # noqa: E402
+from quantization.counting import field_counting, field_scores, pooled_counting, write_counting  # noqa: E402
 from training.fields import load_annotations, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--models", default=None, help="folder with run0/, run1/, run2/, each holding one classifier bundle")
     ap.add_argument("--max-fpr", type=float, default=0.01, help="counting threshold: at most this share of other detections called Parasitized")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-counting", default=None, metavar="MODEL",
+                    help="write the counting threshold and rates measured on the held-out runs (pooled over folds) into "
+                         "this classifier's sidecar: the shipped model's, when it was trained on every run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     annotations = load_annotations(data / "annotations.json")
     runs = runs_of(sorted(annotations))
     report = {"protocol": "tune on two runs, score the third", "max_fpr": args.max_fpr, "folds": {}}
+    held_out_scores = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, held_out in enumerate(runs):
             source = Path(args.model or default_model_path()) if not args.models else \
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             scores, seconds = count_fields(model, detector, data, held_out, annotations, threshold)
             fold = summarise(scores, seconds, model.counting.errors if model.counting else None)
             fold["counting"] = block
+            held_out_scores.append(field_scores(model, detector, data, held_out))
             fold["classifier_alone"] = classifier_alone(model, data, held_out, annotations,
                                                         {"0.5": 0.5, "counting": threshold})
             report["folds"][str(k)] = fold
@@ -80,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     report["truth_inside_ci"] = sum(f["truth_inside_ci"] for f in folds)
     print("mean over folds (sd): " + ", ".join(f"{k} {report['mean'][k]:.3f} ({report['sd'][k]:.3f})" for k in HEADLINE)
           + f"; truth inside the reported interval in {report['truth_inside_ci']} of {len(folds)} runs")
+    if args.write_counting:
+        block = pooled_counting(held_out_scores, args.max_fpr)
+        written = write_counting(args.write_counting, {
+            **block, "max_false_positive_rate": args.max_fpr,
+            "measured_on": f"{len(folds)} runs of real fields ({sum(len(r) for r in runs)} fields), each counted by a "
+                           "detector and classifier that never saw it (pooled out-of-fold predictions)"})
+        report["written_counting"] = written
+        print(f"{args.write_counting}: counting threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "
+              f"false-positive rate {block['false_positive_rate']:.4f} (out of fold)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -6,7 +6,8 @@ Usage (from the repo root, in the dev venv):
 Each slide gets a true parasitemia, and fields of 1640x1232 px (the Pi HQ
 camera's 2x2-binned still) are composed from the test patients' cells of the
 shipped model's split (seed 0, fold 0), apart and in touching pairs. The app's
-own pipeline (`edge_app.smear.analyse_field`) counts them at the model's
+own pipeline (`edge_app.smear.analyse_field`, with the shipped cell detector
+unless `--detector classical`) counts them at the model's
 counting threshold, and the parasitemia is corrected for the error rates in
 the sidecar, as `malaria-edge smear` does. The estimate is compared with the
 Wilson interval of the truth, and the time to segment and classify one
@@ -28,6 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synthetic_fields import compose_field, match  # noqa: E402
+from edge_app.detect import CellDetector, default_detector_path  # noqa: E402
 from edge_app.labels import LABELS  # noqa: E402
 from edge_app.model import ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia, wilson_interval  # noqa: E402
@@ -62,12 +64,14 @@ def main() -> None:
     ap.add_argument("--touching-pairs", type=int, default=10, help="touching pairs per field")
     ap.add_argument("--scale", type=float, default=0.5, help="cell image scale: NIH crops are about 130 px, Pi fields show them at about 65")
     ap.add_argument("--threshold", type=float, default=None, help="count at this threshold, uncorrected (default: the model's counting threshold, corrected)")
+    ap.add_argument("--detector", default=None, help="cell detector bundle (default: the shipped one); 'classical' for OpenCV segmentation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     model = ModelBundle(args.model or default_model_path(), threads=args.threads)
+    detector = None if args.detector == "classical" else CellDetector(args.detector or default_detector_path(), threads=args.threads)
     counting = model.counting if args.threshold is None else None
     threshold = counting.threshold if counting else (model.threshold if args.threshold is None else args.threshold)
     errors = counting.errors if counting else None
@@ -88,7 +92,7 @@ def main() -> None:
             chunk = [cells[i] for i in order[f * args.cells:(f + 1) * args.cells]]
             field, truth = compose_field(chunk, FIELD, rng, touching_pairs=args.touching_pairs)
             t = time.perf_counter()
-            results = analyse_field(model, field, threshold)
+            results = analyse_field(model, field, threshold, detector)
             field_seconds.append(time.perf_counter() - t)
             hits = match([(r.cell.x, r.cell.y, r.cell.width, r.cell.height) for r in results], truth)
             recall.append(hits / len(truth))
@@ -110,7 +114,7 @@ def main() -> None:
               f"estimate {100 * estimate.fraction:5.2f} % (raw {100 * estimate.raw_fraction:5.2f} %) of {found_n}: "
               f"{'within' if slide['within_truth_ci'] else 'OUTSIDE'}", file=sys.stderr)
     result = {
-        "model": model.name, "threshold": threshold, "field": f"{FIELD[1]}x{FIELD[0]}", "scale": args.scale,
+        "model": model.name, "detector": "classical" if detector is None else detector.name, "threshold": threshold, "field": f"{FIELD[1]}x{FIELD[0]}", "scale": args.scale,
         "corrected_for": None if errors is None else {"sensitivity": errors.sensitivity, "false_positive_rate": errors.false_positive_rate},
         "slides_within_truth_ci": sum(s["within_truth_ci"] for s in slides), "slides": len(slides),
         "slides_truth_within_estimate_ci": sum(s["truth_within_estimate_ci"] for s in slides),

@@ -44,23 +44,54 @@ class Detection:
     score: float
 
 
-def field_input(rgb: np.ndarray, height: int, width: int, scale: float) -> tuple[np.ndarray, float]:
+#: How a detector sees colour: "rgb" as captured, or "od", stain optical density per channel scaled by the
+#: field's own median cell density (see `optical_density`), the same for any stain strength, lamp or white balance.
+STAIN_INPUTS = ("rgb", "od")
+#: A field's median cell density maps to this pixel value in "od" input.
+OD_CELL_LEVEL = 80.0
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """A field as stain optical density, each channel divided by the field's median cell density (uint8, cells ~80).
+
+    Light through a stained cell falls as exp(-density): dividing by the
+    background (the brightest few percent of the field, per channel) and
+    taking -log removes the lamp's colour and brightness, and dividing by the
+    median density of the cells' pixels removes how strongly the slide took
+    the stain, so a greyish and a vivid smear look alike; parasites, white
+    cells and platelets stay darker than red cells in every field.
+    """
+    x = rgb.astype(np.float32) + 1.0
+    background = np.percentile(x.reshape(-1, 3), 97, axis=0)
+    od = np.maximum(np.log(background / x), 0.0)
+    total = od.sum(axis=2)
+    level = np.percentile(total, 40)  # below: background and cell edges; thin films are at least half cells
+    cells = od[total > max(level, 1e-3)]
+    ref = np.median(cells, axis=0) if len(cells) else np.ones(3, np.float32)
+    return np.clip(od / np.maximum(ref, 1e-3) * OD_CELL_LEVEL, 0, 255).astype(np.uint8)
+
+
+def field_input(rgb: np.ndarray, height: int, width: int, scale: float, stain: str = "rgb") -> tuple[np.ndarray, float]:
     """The detector's (height, width, 3) uint8 input for a field, and the factor from field to input pixels.
 
     The field is resized by `scale` (the detector's pixels per field pixel at
     the magnification it was trained for, 0.25 for a 1280x960 field with
-    80 px cells), never stretched, and padded at the right and bottom with the
-    field's median colour, the colour of the gaps between cells; a field too
-    large for the input after that resize is shrunk further to fit.
+    80 px cells), never stretched, turned into optical density when `stain`
+    is "od", and padded at the right and bottom with the background (the
+    field's median colour for "rgb", the colour of the gaps between cells;
+    zero density for "od"); a field too large for the input after that
+    resize is shrunk further to fit.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image, got shape {rgb.shape} dtype {rgb.dtype}")
     h, w = rgb.shape[:2]
     s = min(scale, height / h, width / w)
     small = resize_field(rgb, s)
+    if stain == "od":
+        small = optical_density(small)
     nh, nw = min(height, small.shape[0]), min(width, small.shape[1])
     out = np.empty((height, width, 3), np.uint8)
-    out[:] = background_colour(small)
+    out[:] = 0 if stain == "od" else background_colour(small)
     out[:nh, :nw] = small[:nh, :nw]
     return out, s
 
@@ -115,6 +146,9 @@ class CellDetector:
             self.height, self.width = (int(v) for v in self.meta["input"]["shape"][:2])
             self.scale = float(self.meta["input"]["scale"])
             self.threshold = float(self.meta["threshold"])
+            self.stain = str(self.meta["input"].get("stain", "rgb"))
+            if self.stain not in STAIN_INPUTS:
+                raise ValueError(f"stain input {self.stain!r} (this app knows {', '.join(STAIN_INPUTS)})")
             if not (0 < self.scale <= 4 and 0 < self.threshold < 1 and self.height % STRIDE == 0 and self.width % STRIDE == 0):
                 raise ValueError("scale, threshold or input shape out of range")
         except (KeyError, TypeError, ValueError) as exc:
@@ -150,7 +184,7 @@ class CellDetector:
         """The network's heat map and boxes for a field, and the field-to-input scale."""
         from edge_app.model import quantize_input
 
-        pixels, scale = field_input(rgb, self.height, self.width, self.scale)
+        pixels, scale = field_input(rgb, self.height, self.width, self.scale, self.stain)
         self._interp.set_tensor(self._in["index"], quantize_input(pixels[None], self._in))
         self._interp.invoke()
         return self._output(self._heat)[..., 0], self._output(self._box), scale

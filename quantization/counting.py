@@ -49,9 +49,22 @@ def field_counting(model, detector, data: str | Path, names: list[str], max_fpr:
     The threshold is the lowest at which at most `max_fpr` of the detections
     that are not infected cells are called Parasitized; the sensitivity is
     the share of infected cells a Parasitized call finds there
-    (training.fields.counting_scores). Measured on fields the detector may
-    have trained on, but whose cells the classifier never saw.
+    (training.fields.counting_scores). Measure on fields whose cells the
+    classifier never saw.
     """
+    return pooled_counting([field_scores(model, detector, data, names)], max_fpr)
+
+
+def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float) -> dict[str, float]:
+    """The counting threshold and rates over several sets of (other detections' P, infected cells' best P)."""
+    healthy_p = np.concatenate([h for h, _ in scores])
+    infected_p = np.concatenate([i for _, i in scores])
+    y = np.concatenate([np.zeros(len(healthy_p)), np.ones(len(infected_p))])
+    return counting_threshold(y, np.concatenate([healthy_p, infected_p]), max_fpr)
+
+
+def field_scores(model, detector, data: str | Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields."""
     from edge_app.preprocess import load_rgb
     from edge_app.smear import analyse_field
     from training.fields import counting_scores, load_annotations
@@ -64,9 +77,7 @@ def field_counting(model, detector, data: str | Path, names: list[str], max_fpr:
         h, i = counting_scores(annotations[name], boxes, np.array([r.probability for r in results]))
         healthy.append(h)
         infected.append(i)
-    healthy_p, infected_p = np.concatenate(healthy), np.concatenate(infected)
-    y = np.concatenate([np.zeros(len(healthy_p)), np.ones(len(infected_p))])
-    return counting_threshold(y, np.concatenate([healthy_p, infected_p]), max_fpr)
+    return np.concatenate(healthy), np.concatenate(infected)
 
 
 def write_counting(tflite: str | Path, block: dict) -> dict | None:

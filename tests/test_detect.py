@@ -92,3 +92,32 @@ def test_tampered_or_wrong_kind_detector_is_refused(tiny_detector, tiny_model, t
     with pytest.raises(ModelError, match="shapes"):
         CellDetector(tmp_path / "det.tflite")
 
+
+
+def test_optical_density_input_is_the_same_for_any_lamp_or_stain_strength():
+    from edge_app.detect import OD_CELL_LEVEL, optical_density
+
+    yy, xx = np.mgrid[0:120, 0:160]
+    transmitted = np.ones((120, 160, 3))
+    for cx, cy in [(40, 40), (110, 50), (70, 90)]:
+        transmitted[(xx - cx) ** 2 + (yy - cy) ** 2 <= 18 ** 2] = (0.6, 0.35, 0.55)  # a stained cell lets less light through
+
+    def photograph(lamp, stain_strength):
+        return np.clip(np.array(lamp) * transmitted ** stain_strength, 0, 255).astype(np.uint8)
+
+    pale = optical_density(photograph((230, 240, 225), 0.6))  # weak stain under a warm lamp
+    vivid = optical_density(photograph((200, 215, 250), 1.8))  # heavy stain under a blue lamp
+    assert np.abs(pale.astype(int) - vivid.astype(int)).max() <= 4
+    assert abs(float(np.median(vivid[90, 60:80])) - OD_CELL_LEVEL) <= 3 and vivid[5, 5].max() <= 2  # cells ~80, background ~0
+    padded, _ = field_input(photograph((230, 240, 225), 1.0), *SHAPE, SCALE, "od")
+    assert (padded[:, 40:] == 0).all()  # padding is zero density
+
+
+def test_detector_with_an_unknown_stain_input_is_refused(tiny_detector, tmp_path):
+    det = tmp_path / "det.tflite"
+    det.write_bytes(tiny_detector.read_bytes())
+    meta = json.loads(tiny_detector.with_suffix(".json").read_text())
+    meta["input"]["stain"] = "hematoxylin-only"
+    det.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="stain input"):
+        CellDetector(det)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input, resize_field
+from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input, optical_density, resize_field
 from edge_app.model import write_sidecar
 from edge_app.preprocess import load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
@@ -45,6 +45,7 @@ class DetectorConfig:
     learning_rate: float = 2e-3
     scale_range: tuple[float, float] = (0.7, 1.4)
     stain_jitter: float = 0.2
+    stain_input: str = "rgb"  # "od": the detector sees optical density normalised per field (edge_app.detect)
     seed: int = 0
     max_fields: int | None = None  # for smoke runs
 
@@ -56,13 +57,15 @@ class Field:
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
 
 
-def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], max_scale: float) -> list[Field]:
+def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], max_scale: float,
+                stain: str = "rgb") -> list[Field]:
     fields = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
         s = SCALE * max_scale
         boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * s
-        fields.append(Field(name, resize_field(rgb, s), boxes))
+        small = resize_field(rgb, s)
+        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
     return fields
 
 
@@ -173,7 +176,7 @@ def train(cfg: DetectorConfig):
     annotations = load_annotations(Path(cfg.data) / "annotations.json")
     runs = runs_of(sorted(annotations))
     names = [n for i, r in enumerate(runs) if i != cfg.test_run for n in r][:cfg.max_fields]
-    fields = load_fields(cfg.data, names, annotations, cfg.scale_range[1])
+    fields = load_fields(cfg.data, names, annotations, cfg.scale_range[1], cfg.stain_input)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build()
@@ -221,12 +224,12 @@ def fixed_shape(model):
     return fixed
 
 
-def tune_threshold(model, data: str, names: list[str], annotations: dict[str, list[Box]]) -> tuple[float, dict]:
+def tune_threshold(model, data: str, names: list[str], annotations: dict[str, list[Box]], stain: str = "rgb") -> tuple[float, dict]:
     """The heat threshold whose detections best match the boxes (F1 at IoU 0.5) on these fields."""
     outputs = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
-        x, s = field_input(rgb, *INPUT_SHAPE, SCALE)
+        x, s = field_input(rgb, *INPUT_SHAPE, SCALE, stain)
         heat, box = model.predict(x[None].astype(np.float32), verbose=0)
         outputs.append((name, heat[0, ..., 0], box[0], s, rgb.shape[:2]))
     table = {}
@@ -254,10 +257,10 @@ def field_ranges(data: str, names: list[str], annotations: dict[str, list[Box]])
     return training_ranges([s for s in stats if s is not None])
 
 
-def representative(data: str, names: list[str], count: int = 60, seed: int = 0) -> np.ndarray:
+def representative(data: str, names: list[str], count: int = 60, seed: int = 0, stain: str = "rgb") -> np.ndarray:
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(names), min(count, len(names)), replace=False)
-    return np.stack([field_input(load_rgb(Path(data) / "images" / names[i]), *INPUT_SHAPE, SCALE)[0] for i in sorted(pick)])
+    return np.stack([field_input(load_rgb(Path(data) / "images" / names[i]), *INPUT_SHAPE, SCALE, stain)[0] for i in sorted(pick)])
 
 
 def convert(model, rep: np.ndarray, path: Path, meta: dict) -> Path:
@@ -283,13 +286,13 @@ def fit(cfg: DetectorConfig) -> Path:
     model, names, log = train(cfg)
     model.save(out / "model.keras")
     annotations = load_annotations(Path(cfg.data) / "annotations.json")
-    threshold, table = tune_threshold(fixed_shape(model), cfg.data, names, annotations)
+    threshold, table = tune_threshold(fixed_shape(model), cfg.data, names, annotations, cfg.stain_input)
     runs = runs_of(sorted(annotations))
     held_out = runs[cfg.test_run] if cfg.test_run is not None else []
     meta = {
         "kind": KIND,
         "name": "cell-detector-int8",
-        "input": {"shape": [*INPUT_SHAPE, 3], "dtype": "int8", "scale": SCALE,
+        "input": {"shape": [*INPUT_SHAPE, 3], "dtype": "int8", "scale": SCALE, "stain": cfg.stain_input,
                   "function": "edge_app.detect.field_input"},
         "output": "heat (grid of P(a red cell's centre)), box (width, height, dx, dy in grid cells); grid stride 4",
         "threshold": threshold,
@@ -300,7 +303,7 @@ def fit(cfg: DetectorConfig) -> Path:
         "tuning": {"on": "training fields", "table": table},
         "field_ranges": field_ranges(cfg.data, names, annotations),
     }
-    path = convert(fixed_shape(model), representative(cfg.data, names, seed=cfg.seed), out / "cell-detector-int8.tflite", meta)
+    path = convert(fixed_shape(model), representative(cfg.data, names, seed=cfg.seed, stain=cfg.stain_input), out / "cell-detector-int8.tflite", meta)
     print(f"threshold {threshold} (training fields: recall {table[threshold]['recall']:.3f}, "
           f"precision {table[threshold]['precision']:.3f}); wrote {path}", file=sys.stderr)
     return path
