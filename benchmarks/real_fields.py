@@ -35,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_app.detect import CellDetector, default_detector_path  # noqa: E402
-from edge_app.labels import LABELS  # noqa: E402
 from edge_app.model import ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
@@ -50,17 +50,31 @@ from edge_app.smear import analyse_field, cells_in_boxes, classify_cells  # noqa
 from training.fields import DIFFICULT, INFECTED, FieldScore, load_annotations, pooled, runs_of, score_field  # noqa: E402
 
 
-def count_fields(model: ModelBundle, detector: CellDetector | None, data: Path, names: list[str], annotations: dict,
-                 threshold: float) -> tuple[list[FieldScore], list[float]]:
-    scores, seconds = [], []
+@dataclass(frozen=True)
+class CountedField:
+    """One field as the pipeline counted it: each cell's box and P(Parasitized), and the seconds it took."""
+
+    name: str
+    boxes: np.ndarray
+    probabilities: np.ndarray
+    seconds: float
+
+
+def count_fields(model: ModelBundle, detector: CellDetector | None, data: Path, names: list[str]) -> list[CountedField]:
+    counted = []
     for name in names:
         rgb = load_rgb(data / "images" / name)
         start = time.perf_counter()
-        results = analyse_field(model, rgb, threshold, detector)
-        seconds.append(time.perf_counter() - start)
+        results = analyse_field(model, rgb, 0.5, detector)
+        seconds = time.perf_counter() - start
         boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
-        scores.append(score_field(annotations[name], boxes, np.array([r.label == LABELS[1] for r in results], bool)))
-    return scores, seconds
+        counted.append(CountedField(name, boxes, np.array([r.probability for r in results]), seconds))
+    return counted
+
+
+def score_counted(counted: list[CountedField], annotations: dict, threshold: float) -> list[FieldScore]:
+    """Each field's score with its cells called Parasitized at `threshold`."""
+    return [score_field(annotations[c.name], c.boxes, c.probabilities >= threshold) for c in counted]
 
 
 def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotations: dict, thresholds: dict[str, float]) -> dict:
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     all_scores, all_seconds, all_names = [], [], []
     for k in chosen:
         names = runs[k][:args.first]
-        scores, seconds = count_fields(model, detector, data, names, annotations, threshold)
+        counted = count_fields(model, detector, data, names)
+        scores, seconds = score_counted(counted, annotations, threshold), [c.seconds for c in counted]
         report["runs"][str(k)] = summarise(scores, seconds, errors)
         print_summary(f"run {k} ({names[0]}-{names[-1]})", report["runs"][str(k)])
         for name, s, t in zip(names, scores, seconds):

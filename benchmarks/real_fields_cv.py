@@ -1,37 +1,41 @@
-"""Cross-validate the smear pipeline over the three runs of real fields: tune on two runs, score the third.
+"""Cross-validate the smear pipeline over the three runs of real fields: nothing of a run is seen before it is scored.
 
 Usage (from the repo root, in the dev venv), after training one detector per
 held-out run (`malaria-train detector --test-run K --out runs/det-cv/runK`):
     python benchmarks/real_fields_cv.py --detectors runs/det-cv --json runs/real-fields-cv.json
+    python benchmarks/real_fields_cv.py --detectors runs/det-cv --models runs/cls-cv   # one classifier per fold too
 
-For each run K: the classifier bundle (`--model`, default the shipped one;
-`--models DIR` takes DIR/runK/*.tflite, a classifier trained without run K)
-is copied, its smear-counting threshold and error rates are measured on the
-other two runs' fields with run K's detector (`malaria-quantize
-counting-fields`), and run K is counted and scored as
-benchmarks/real_fields.py scores it (same protocol). Nothing of run K is
-seen before it is scored. The headline is the mean over the three folds,
-with the spread (standard deviation) beside it.
+For each run K, run K's detector (trained on the other two runs) and run K's
+classifier (`--models DIR`: DIR/runK/*.tflite, trained without run K's
+cells; or one classifier for every fold, `--model`, default the shipped one)
+count run K's fields. The smear-counting threshold for run K, and the error
+rates its parasitemia is corrected for, are then chosen on the other two
+runs as their own folds counted them (out-of-fold: every cell there was
+counted by models that never saw it), for at most `--max-fpr` of the
+detections that are not infected cells called Parasitized
+(quantization.counting). Run K is scored as benchmarks/real_fields.py
+scores it (same protocol). The headline is the mean over the three folds,
+with the standard deviation beside it. `--write-counting MODEL` stores the
+threshold and rates pooled over all three runs' out-of-fold counts in
+MODEL's sidecar: the shipped classifier's, trained on every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.real_fields import classifier_alone, count_fields, print_summary, summarise  # noqa: E402
+from benchmarks.real_fields import classifier_alone, count_fields, print_summary, score_counted, summarise  # noqa: E402
 from edge_app.detect import CellDetector  # noqa: E402
-from edge_app.model import ModelBundle, default_model_path  # noqa: E402
-from quantization.counting import field_counting, field_scores, pooled_counting, write_counting  # noqa: E402
-from training.fields import load_annotations, runs_of  # noqa: E402
+from edge_app.model import ModelBundle, counting_errors, default_model_path  # noqa: E402
+from quantization.counting import pooled_counting, write_counting  # noqa: E402
+from training.fields import counting_scores, load_annotations, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
 
@@ -46,39 +50,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-fpr", type=float, default=0.01, help="counting threshold: at most this share of other detections called Parasitized")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-counting", default=None, metavar="MODEL",
-                    help="write the counting threshold and rates measured on the held-out runs (pooled over folds) into "
-                         "this classifier's sidecar: the shipped model's, when it was trained on every run")
+                    help="store the threshold and rates pooled over every run's out-of-fold count in this classifier's sidecar")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
     data = Path(args.data)
     annotations = load_annotations(data / "annotations.json")
     runs = runs_of(sorted(annotations))
-    report = {"protocol": "tune on two runs, score the third", "max_fpr": args.max_fpr, "folds": {}}
-    held_out_scores = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k, held_out in enumerate(runs):
-            source = Path(args.model or default_model_path()) if not args.models else \
-                next((Path(args.models) / f"run{k}").glob("*.tflite"))
-            model_path = Path(tmp) / f"run{k}-{source.name}"
-            shutil.copy(source, model_path)
-            shutil.copy(source.with_suffix(".json"), model_path.with_suffix(".json"))
-            detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
-            tune = [n for i, r in enumerate(runs) if i != k for n in r]
-            block = field_counting(ModelBundle(model_path, threads=args.threads), detector, data, tune, args.max_fpr)
-            write_counting(model_path, {**block, "max_false_positive_rate": args.max_fpr, "measured_on": f"runs other than {k}"})
-            model = ModelBundle(model_path, threads=args.threads)
-            threshold = model.counting.threshold if model.counting else model.threshold
-            scores, seconds = count_fields(model, detector, data, held_out, annotations, threshold)
-            fold = summarise(scores, seconds, model.counting.errors if model.counting else None)
-            fold["counting"] = block
-            held_out_scores.append(field_scores(model, detector, data, held_out))
-            fold["classifier_alone"] = classifier_alone(model, data, held_out, annotations,
-                                                        {"0.5": 0.5, "counting": threshold})
-            report["folds"][str(k)] = fold
-            print(f"fold {k}: counting threshold {threshold:.3f} tuned on the other runs (sensitivity "
-                  f"{block['sensitivity']:.3f}, false positives {block['false_positive_rate']:.4f})")
-            print_summary(f"  run {k} ({held_out[0]}-{held_out[-1]}), unseen", fold)
+    counted, scores_for_counting, models = {}, {}, {}
+    for k, held_out in enumerate(runs):
+        path = next((Path(args.models) / f"run{k}").glob("*.tflite")) if args.models else Path(args.model or default_model_path())
+        model = ModelBundle(path, threads=args.threads)
+        detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
+        counted[k] = count_fields(model, detector, data, held_out)
+        per_field = [counting_scores(annotations[c.name], c.boxes, c.probabilities) for c in counted[k]]
+        scores_for_counting[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
+        models[k] = model
+        print(f"run {k}: counted {len(held_out)} fields with {path} and {detector.path}", file=sys.stderr)
+
+    report = {"protocol": "each run counted by models trained without it; its counting threshold and rates from the other "
+                          "runs' out-of-fold counts", "max_fpr": args.max_fpr, "folds": {}}
+    for k, held_out in enumerate(runs):
+        block = pooled_counting([scores_for_counting[j] for j in scores_for_counting if j != k], args.max_fpr)
+        errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
+        fold = summarise(score_counted(counted[k], annotations, block["threshold"]), [c.seconds for c in counted[k]], errors)
+        fold["counting"] = block
+        fold["classifier_alone"] = classifier_alone(models[k], data, held_out, annotations,
+                                                    {"0.5": 0.5, "counting": block["threshold"]})
+        report["folds"][str(k)] = fold
+        print(f"fold {k}: counting threshold {block['threshold']:.3f} from the other runs (sensitivity "
+              f"{block['sensitivity']:.3f}, false positives {block['false_positive_rate']:.4f})")
+        print_summary(f"  run {k} ({held_out[0]}-{held_out[-1]}), unseen", fold)
+        alone = fold["classifier_alone"]
+        print(f"  classifier alone on run {k}'s annotated cells: ROC AUC {alone['roc_auc']:.3f}; at the counting threshold "
+              f"infected {100 * alone['at']['counting']['sensitivity']:.1f} %, healthy "
+              f"{100 * alone['at']['counting']['healthy_called_parasitized']:.1f} % called Parasitized")
     folds = list(report["folds"].values())
     report["mean"] = {key: float(np.mean([f[key] for f in folds])) for key in HEADLINE}
     report["sd"] = {key: float(np.std([f[key] for f in folds], ddof=1)) for key in HEADLINE}
@@ -86,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     print("mean over folds (sd): " + ", ".join(f"{k} {report['mean'][k]:.3f} ({report['sd'][k]:.3f})" for k in HEADLINE)
           + f"; truth inside the reported interval in {report['truth_inside_ci']} of {len(folds)} runs")
     if args.write_counting:
-        block = pooled_counting(held_out_scores, args.max_fpr)
+        block = pooled_counting(list(scores_for_counting.values()), args.max_fpr)
         written = write_counting(args.write_counting, {
             **block, "max_false_positive_rate": args.max_fpr,
-            "measured_on": f"{len(folds)} runs of real fields ({sum(len(r) for r in runs)} fields), each counted by a "
-                           "detector and classifier that never saw it (pooled out-of-fold predictions)"})
+            "measured_on": f"{sum(len(r) for r in runs)} real fields in {len(runs)} runs, each counted by a detector and "
+                           "classifier trained without it (out-of-fold)"})
         report["written_counting"] = written
         print(f"{args.write_counting}: counting threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "
-              f"false-positive rate {block['false_positive_rate']:.4f} (out of fold)")
+              f"false-positive rate {block['false_positive_rate']:.4f}, out of fold")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
