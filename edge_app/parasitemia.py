@@ -86,7 +86,10 @@ class CountingErrors:
         if not self.measured:
             lo, hi = wilson_interval(k, n)
             return self.correct(lo), self.correct(hi)
-        return _posterior_interval(self.sensitivity, self.false_positive_rate, self.infected_cells, self.healthy_cells, k, n)
+        lo, hi = _posterior_interval(self.sensitivity, self.false_positive_rate, self.infected_cells, self.healthy_cells, k, n)
+        # A count no higher than false positives alone would give is best explained by no parasites: the interval
+        # then starts at 0, as Wilson's does for a count of 0, rather than above the estimate.
+        return (0.0 if self.correct(k / n if n else 0.0) == 0.0 else lo), hi
 
 
 @functools.lru_cache(maxsize=256)
