@@ -206,10 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             stages = ", ".join(f"{k} {_pct(v)}" for k, v in a["stages"].items())
             print(f"  at {label} ({a['threshold']:.3f}): infected called Parasitized {_pct(a['sensitivity'])} ({stages}); "
                   f"healthy called Parasitized {_pct(a['healthy_called_parasitized'])}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    write_report(args.json, report)
     return 0
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """Every figure as JSON, for the model card's tables; nothing when no path was given."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ MODEL's sidecar: the shipped classifier's, trained on every run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.real_fields import classifier_alone, count_fields, print_summary, score_counted, summarise  # noqa: E402
+from benchmarks.real_fields import classifier_alone, count_fields, print_summary, score_counted, summarise, write_report  # noqa: E402
 from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import ModelBundle, counting_errors, default_model_path  # noqa: E402
 from quantization.counting import pooled_counting, write_counting  # noqa: E402
@@ -100,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         report["written_counting"] = written
         print(f"{args.write_counting}: counting threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "
               f"false-positive rate {block['false_positive_rate']:.4f}, out of fold")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    write_report(args.json, report)
     return 0
 
 

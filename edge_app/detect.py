@@ -113,13 +113,21 @@ def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, fi
     """Detections from the network's outputs: heat (H, W) in 0..1 and box (H, W, 4) = width, height, dx, dy in grid units.
 
     A centre is a grid cell at or above `threshold` that is the maximum of its
-    3x3 neighbourhood; boxes overlapping a stronger one by more than `nms_iou`
-    are the same cell found twice. Boxes are clipped to the field.
+    3x3 neighbourhood (the middle one of a plateau of equal maxima); boxes
+    overlapping a stronger one by more than `nms_iou` are the same cell found
+    twice. Boxes are clipped to the field.
     """
     peaks = (heat >= threshold) & (heat >= cv2.dilate(heat.astype(np.float32), np.ones((3, 3), np.uint8)))
-    ys, xs = np.nonzero(peaks)
-    if not len(ys):
+    # Neighbouring maxima are equal (int8 outputs make such plateaus common): one centre per plateau, its middle.
+    n, labels, _, centroids = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
+    if n <= 1:
         return []
+    ys, xs = np.nonzero(peaks)
+    own = labels[ys, xs]
+    gap = (xs - centroids[own, 0]) ** 2 + (ys - centroids[own, 1]) ** 2
+    order = np.lexsort((gap, own))
+    first = order[np.r_[True, own[order][1:] != own[order][:-1]]]
+    ys, xs = ys[first], xs[first]
     b = box[ys, xs].astype(np.float64)
     cx, cy = (xs + 0.5 + b[:, 2]) * STRIDE / scale, (ys + 0.5 + b[:, 3]) * STRIDE / scale
     bw, bh = np.maximum(b[:, 0], 0.1) * STRIDE / scale, np.maximum(b[:, 1], 0.1) * STRIDE / scale

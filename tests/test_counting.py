@@ -50,3 +50,34 @@ def test_a_model_no_better_than_chance_gets_no_counting_block(model_copy):
     assert add_counting(model_copy, x, y, 0.01, "test cells") is None
     assert "counting" not in json.loads(model_copy.with_suffix(".json").read_text())
     assert ModelBundle(model_copy).counting is None
+
+
+def test_counting_fields_measures_the_pipeline_on_annotated_fields(tiny_model, tiny_detector, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from quantization.cli import main
+    from tests.conftest import BLUE, RED
+
+    yy, xx = np.mgrid[0:256, 0:384]
+    field = np.full((256, 384, 3), 235, np.uint8)
+    objects = []
+    for i, (cx, cy) in enumerate([(64, 64), (200, 72), (320, 180), (100, 190)]):
+        field[(xx - cx) ** 2 + (yy - cy) ** 2 <= 28 ** 2] = RED if i == 0 else BLUE
+        box = {"x": str(cx - 32), "y": str(cy - 32), "w": "64", "h": "64"}
+        objects.append({"type": "ring" if i == 0 else "red blood cell", "bbox": box})
+    (tmp_path / "images").mkdir()
+    Image.fromarray(field).save(tmp_path / "images" / "F0001.png")
+    (tmp_path / "annotations.json").write_text(json.dumps([{"image_name": "F0001.png", "objects": objects}]))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tiny_model.read_bytes())
+    model.with_suffix(".json").write_text(tiny_model.with_suffix(".json").read_text())
+    res = CliRunner().invoke(main, ["counting-fields", str(model), "--data", str(tmp_path), "--detector", str(tiny_detector)])
+    assert res.exit_code == 0, res.output
+    block = json.loads(model.with_suffix(".json").read_text())["counting"]
+    # the red (infected) cell is found and called Parasitized; the three blue ones are the other detections
+    assert block["infected_cells"] == 1 and block["healthy_cells"] == 3
+    assert block["sensitivity"] == 1.0 and block["false_positive_rate"] == 0.0
+    assert "1 real fields" in block["measured_on"] and block["detector_sha256"]

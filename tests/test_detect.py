@@ -121,3 +121,12 @@ def test_detector_with_an_unknown_stain_input_is_refused(tiny_detector, tmp_path
     det.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="stain input"):
         CellDetector(det)
+
+
+def test_a_plateau_of_equal_maxima_is_one_cell():
+    heat = np.zeros((10, 12), np.float32)
+    heat[4, 3:6] = 0.8  # three equal neighbours, as int8 outputs often give
+    box = np.zeros((10, 12, 4), np.float32)
+    box[..., :2] = 1.0  # boxes too small to overlap: only the plateau rule can merge them
+    found = decode(heat, box, 0.5, 1.0, (40, 48))
+    assert len(found) == 1 and found[0].x + found[0].width / 2 == pytest.approx((4 + 0.5) * STRIDE, abs=1)
