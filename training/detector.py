@@ -299,7 +299,7 @@ def fit(cfg: DetectorConfig) -> Path:
         "training": {"data": "IML-Malaria thin-smear fields (Arshad et al. 2022), hand-boxed red cells",
                      "fields": len(names), "held_out_run": cfg.test_run,
                      "held_out_fields": [held_out[0], held_out[-1]] if held_out else None,
-                     "steps": cfg.steps, "final_losses": log[-1]},
+                     "steps": cfg.steps, "final_losses": log[-1], "config": asdict(cfg)},
         "tuning": {"on": "training fields", "table": table},
         "field_ranges": field_ranges(cfg.data, names, annotations),
     }
