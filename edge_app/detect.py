@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.model import ModelError, read_sidecar, shipped_path
+from edge_app.model import ModelError, quantize_input, read_sidecar, shipped_path
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
 KIND = "cell-detector"
@@ -190,8 +190,6 @@ class CellDetector:
 
     def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The network's heat map and boxes for a field, and the field-to-input scale."""
-        from edge_app.model import quantize_input
-
         pixels, scale = field_input(rgb, self.height, self.width, self.scale, self.stain)
         self._interp.set_tensor(self._in["index"], quantize_input(pixels[None], self._in))
         self._interp.invoke()

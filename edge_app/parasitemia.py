@@ -5,10 +5,12 @@ textbook normal one because parasitemia is usually a few percent or less,
 where the normal interval collapses to zero width or dips below 0.
 
 A classifier's raw count is biased: at 1 % parasitemia, a false-positive rate
-of 1 % among the 99 % healthy cells doubles the count. When the model's error
-rates at its counting threshold were measured on patients it never trained on
-(the sidecar's "counting" block), the estimate and both interval bounds are
-corrected for them (Rogan and Gladen 1978); the raw count is always kept.
+of 1 % among the 99 % healthy cells doubles the count. When the counting
+pipeline's error rates at its threshold were measured on cells it never
+trained on (the sidecar's "counting" block), the estimate is corrected for
+them (Rogan and Gladen 1978), and the interval carries both the count's and
+the rates' uncertainty (`CountingErrors.interval`); the raw count is always
+kept.
 """
 
 from __future__ import annotations

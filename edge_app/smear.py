@@ -1,5 +1,9 @@
 """Find the red cells in a thin-smear field image and classify each one.
 
+`find_cells` boxes the cells with the learned detector (edge_app.detect) and
+cuts each out of its box (`cells_in_boxes`), or, without a detector, uses the
+classical segmentation below; cells under a scale bar or text are dropped.
+
 Classical segmentation (OpenCV): stained cells absorb green light, so after
 evening out the lighting an Otsu threshold on the green channel separates
 them from the bright background;

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input, optical_density, resize_field
@@ -115,8 +116,6 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
     img = grey + (img - grey) * rng.uniform(0.4, 1.6)
     img = (img - img.mean()) * rng.uniform(0.8, 1.2) + img.mean() * rng.uniform(0.85, 1.15)
     if rng.random() < 0.3:
-        import cv2
-
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2))
     img = img + rng.normal(0, rng.uniform(0, 4), img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), boxes

@@ -137,17 +137,23 @@ class FieldScore:
         return self.called_parasitized / self.detections if self.detections else 0.0
 
 
+def not_on_difficult(truth: list[Box], detected: np.ndarray) -> np.ndarray:
+    """Which detections count: those not matched (IoU >= 0.5) to a `difficult` box, which counts neither way."""
+    keep = np.ones(len(detected), bool)
+    difficult = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.kind == DIFFICULT], np.float64).reshape(-1, 4)
+    if len(difficult) and len(detected):
+        keep[[j for _, j in match_boxes(difficult, detected)]] = False
+    return keep
+
+
 def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray) -> FieldScore:
     """Score detections (N x 4 boxes, and whether each was called Parasitized) against a field's annotation."""
     detected = np.asarray(detected, np.float64).reshape(-1, 4)
     parasitized = np.asarray(parasitized, bool).reshape(-1)
     if len(parasitized) != len(detected):
         raise ValueError(f"{len(detected)} detections but {len(parasitized)} labels")
-    difficult = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.kind == DIFFICULT], np.float64).reshape(-1, 4)
-    if len(difficult) and len(detected):
-        drop = {j for _, j in match_boxes(difficult, detected)}
-        keep = np.array([j not in drop for j in range(len(detected))], bool)
-        detected, parasitized = detected[keep], parasitized[keep]
+    keep = not_on_difficult(truth, detected)
+    detected, parasitized = detected[keep], parasitized[keep]
     cells = [b for b in truth if b.kind != DIFFICULT]
     boxes = np.array([[b.x, b.y, b.w, b.h] for b in cells], np.float64).reshape(-1, 4)
     infected = np.array([b.infected for b in cells], bool)
@@ -211,10 +217,7 @@ def counting_scores(truth: list[Box], detected: np.ndarray, probability: np.ndar
     """
     detected = np.asarray(detected, np.float64).reshape(-1, 4)
     probability = np.asarray(probability, np.float64).reshape(-1)
-    difficult = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.kind == DIFFICULT], np.float64).reshape(-1, 4)
-    keep = np.ones(len(detected), bool)
-    if len(difficult) and len(detected):
-        keep[[j for _, j in match_boxes(difficult, detected)]] = False
+    keep = not_on_difficult(truth, detected)
     infected = np.array([[b.x, b.y, b.w, b.h] for b in truth if b.infected], np.float64).reshape(-1, 4)
     overlap = iou_matrix(infected, detected) >= INFECTED_IOU
     on_infected = overlap.any(axis=0)
