@@ -32,10 +32,23 @@ class Summary:
 
     def text(self) -> str:
         counts = ", ".join(f"{name}: {self.labels.get(name, 0)}" for name in reversed(LABELS))
-        parts = [f"{self.processed} images in {self.seconds:.1f} s ({self.rate:.0f} images/s)", counts, f"errors: {self.errors}"]
+        done = f"{self.processed:,} image{'' if self.processed == 1 else 's'} in {duration_text(self.seconds)}"
+        if self.seconds >= 1:  # a rate over milliseconds is mostly start-up noise
+            done += f" ({self.rate:,.0f} images/s)"
+        parts = [done, counts, f"errors: {self.errors}"]
         if self.skipped:
             parts.append(f"already done (resumed): {self.skipped}")
         return "; ".join(parts)
+
+
+def duration_text(seconds: float) -> str:
+    """E.g. "45 ms", "3.2 s", "2 min 05 s": never "0.0 s" for work that took time."""
+    if seconds < 1:
+        return f"{1000 * seconds:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
 def label_for(probability: float, threshold: float) -> str:

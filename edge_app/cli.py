@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+import warnings
 
 import click
 
 from edge_app import __version__
-from edge_app.classify import classify_stream
+from edge_app.classify import classify_stream, duration_text
 from edge_app.model import ModelBundle, ModelError, default_model_path
+from edge_app.native_log import native_stderr_silenced
 from edge_app.results import FORMATS, OutputError, ResultWriter
 from edge_app.sources import decode_stream, expand_paths
 
@@ -46,8 +49,12 @@ model_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="malaria-edge")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Offline malaria screening of thin blood-smear cell images."""
+    ctx.with_resource(native_stderr_silenced())  # no runtime or decoder log lines among ours (edge_app.native_log)
+    # Pillow warns about oddities of files it still decodes (or fails on, with the reason in the error row).
+    warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
 @main.command()
@@ -134,6 +141,10 @@ def info(model) -> None:
         click.echo(f"counting:    threshold {c.threshold:.4f} for smear/capture; sensitivity {c.errors.sensitivity:.4f}, "
                    f"false-positive rate {c.errors.false_positive_rate:.4f} (measured on {block.get('measured_on', '?')}; "
                    "the parasitemia is corrected for them)")
+    if bundle.cell_colour:
+        click.echo(f"stain:       each field's cells matched to the training cells' median colour "
+                   f"{', '.join(f'{v:.0f}' for v in bundle.cell_colour)} (RGB) before smear/capture classify them, "
+                   "each as seen and mirrored")
     from edge_app.detect import CellDetector, default_detector_path
 
     try:
@@ -158,8 +169,9 @@ def info(model) -> None:
 @click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True, help="Seconds between looks at the folder.")
 @click.option("--settle", type=click.FloatRange(0.0), default=1.0, show_default=True, help="Seconds a file must stay unchanged before it is read.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)",
+              help="CPU threads for decoding images and for the classifier.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Images classified together.")
 def watch(folder, model, output, fmt, interval, settle, recursive, threads, batch_size) -> None:
     """Classify images as they appear in FOLDER, until stopped (Ctrl-C or SIGTERM).
 
@@ -229,7 +241,10 @@ def slide_options(fn):
         click.option("--segmenter", type=click.Choice(["detector", "classical"]), default="detector", show_default=True,
                      help="How red cells are found: the learned detector, or OpenCV thresholding (no detector model needed)."),
         click.option("--min-cells", type=click.IntRange(1), default=2000, show_default=True, help="Fewer counted cells than this and the slide's parasitemia is flagged as not reliable."),
-        click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)"),
+        click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)",
+                     help="CPU threads for the detector and the classifier."),
+        click.option("--embed/--no-embed", default=True, show_default=True,
+                     help="Put the annotated fields inside report.html (one file to copy to a phone), or link to their PNGs (a smaller file)."),
         click.option("--resume", is_flag=True, help="Continue this slide: fields already in --out are kept and not counted again."),
         click.option("--overwrite", is_flag=True, help="Start this slide's folder afresh."),
     ]):
@@ -250,7 +265,7 @@ def _load_detector(detector: str | None, segmenter: str, threads: int):
         raise SetupError(f"{exc} (or count with --segmenter classical)") from None
 
 
-def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite):
+def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite):
     from edge_app.slide import SlideRun
 
     if resume and overwrite:
@@ -259,24 +274,37 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
     finder = _load_detector(detector, segmenter, threads)
     try:
         return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells,
-                        detector=finder)
+                        detector=finder, embed=embed)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
 
 
-def _field_line(i: int, n: int, count, running) -> str:
+def _interactive() -> bool:
+    """Whether someone can answer a prompt: standard input is a terminal."""
+    return sys.stdin.isatty()
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> str:
+    """One field's line, with the slide so far, a time estimate while fields remain, and the field's warnings below."""
     where = f"field {i}/{n}"
     if count.error:
-        return f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
-    line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
-            f"slide so far {running.percent_text()}")
+        line = f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
+    else:
+        line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
+                f"slide so far {running.percent_text() if running.cells else 'no cells'}")
+    if i < n and seconds_left > 0:
+        line += f" [about {duration_text(seconds_left)} left]"
     return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])
 
 
 def _finish_slide(run) -> None:
     run.finish()
     total = run.running_total()
-    click.echo(f"slide: parasitemia {total.percent_text()}", err=True)
+    click.echo(f"slide: parasitemia {total.percent_text()}" if total.cells else "slide: no red cells found in any field", err=True)
     if total.warning():
         click.echo(f"warning: {total.warning()}", err=True)
     flagged = [c for c in run.counts if c.warnings]
@@ -289,7 +317,7 @@ def _finish_slide(run) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @slide_options
-def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite) -> None:
+def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite) -> None:
     """Count parasitised red cells in microscope field images of one thin smear.
 
     PATHS are field images (files and/or folders) of one slide. The red cells
@@ -306,12 +334,13 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
         raise SetupError(str(exc)) from None
     if not files:
         raise SetupError("no image files found in the given paths")
-    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite)
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite)
     done = run.done
     todo = [f for f in files if f not in done]
     if len(todo) < len(files):
-        click.echo(f"resuming: {len(files) - len(todo)} fields already counted", err=True)
+        click.echo(f"resuming: {_plural(len(files) - len(todo), 'field')} already counted, {len(todo)} to count", err=True)
     errors = 0
+    started = time.monotonic()
     try:
         for i, path in enumerate(todo, 1):
             try:
@@ -319,7 +348,8 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
             except ImageError as exc:
                 count = run.add_error(path, str(exc))
                 errors += 1
-            click.echo(_field_line(i, len(todo), count, run.running_total()), err=True)
+            left = (time.monotonic() - started) / i * (len(todo) - i)
+            click.echo(_field_line(i, len(todo), count, run.running_total(), left), err=True)
     except KeyboardInterrupt:
         click.echo("\ninterrupted; fields counted so far are kept; rerun with --resume to finish", err=True)
         run.finish()
@@ -330,12 +360,12 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
 
 @main.command()
 @click.option("--fields", "n_fields", type=click.IntRange(1), required=True, help="How many fields to capture.")
-@click.option("--interval", type=click.FloatRange(0.0), default=None, help="Seconds between fields (a motorised stage); default: wait for Enter after moving the slide.")
+@click.option("--interval", type=click.FloatRange(0.0), default=None, help="Seconds between fields (a motorised stage); default: wait for Enter after moving the slide (with --replay and no terminal: go straight on).")
 @click.option("--resolution", default="1640x1232", show_default=True, callback=_resolution, help="Camera still size, WIDTHxHEIGHT.")
 @click.option("--replay", type=click.Path(exists=True, file_okay=False), default=None, help="Take frames from this folder instead of the camera (demo, testing).")
 @slide_options
-def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume,
-            overwrite) -> None:
+def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed,
+            resume, overwrite) -> None:
     """Capture N microscope fields with the Pi camera and count parasitised cells in each.
 
     Each frame is saved under --out/fields/ (so it can be re-counted later
@@ -343,14 +373,16 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     parasitemia printed after every field. Exposure and white balance are
     locked after the first field so the stain looks the same in all of them.
     """
-    import time
-
     from PIL import Image
 
     from edge_app.camera import CameraError, open_camera
     from edge_app.report import save_png
 
-    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, resume, overwrite)
+    if interval is None and not _interactive():
+        if not replay:
+            raise click.UsageError("no terminal to press Enter in between fields: give --interval SECONDS")
+        interval = 0.0  # a replay needs no one to move the slide
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite)
     frames = run.out / "fields"
     frames.mkdir(exist_ok=True)
     start = len(run.counts)

@@ -164,7 +164,6 @@ class CellDetector:
         try:
             self.runtime = runtime or find_runtime()
             self._interp = self.runtime.interpreter(str(self.path), threads)
-            self._interp.allocate_tensors()
         except RuntimeMissing as exc:
             raise ModelError(str(exc)) from None
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts

@@ -19,7 +19,7 @@ from edge_app.model import ModelBundle, ModelError
 from edge_app.runtime import RuntimeMissing, find_runtime
 
 MIN_PYTHON = (3, 10)
-MIN_FREE_MB = 200  # a day of results and annotated fields; below this, runs may stop on a full disk
+MIN_FREE_MB = 200  # room for a slide's annotated fields and report (a few MB a field); below this, runs may stop on a full disk
 WARN_FREE_MB = 1024
 
 
@@ -127,13 +127,27 @@ def check_disk(folder: str | Path) -> Check:
     return Check("disk", "PASS", detail)
 
 
+def _existing_parent(folder: Path) -> Path:
+    """The folder itself or its nearest ancestor that exists: where a folder that commands create would live."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check_writable(folder: str | Path) -> Check:
-    """Write, sync and delete a file where results will go: the same operations a classify run performs."""
+    """Write, sync and delete a file where results will go: the same operations a classify run performs.
+
+    A folder that does not exist yet is fine when it can be created: the
+    commands create their output folders; its nearest existing ancestor is
+    tested instead.
+    """
     folder = Path(folder)
-    if not folder.is_dir():
-        return Check("output folder", "FAIL", f"{folder} is not a folder", f"mkdir -p {folder}")
+    target = _existing_parent(folder)
+    if not target.is_dir():
+        return Check("output folder", "FAIL", f"{target} is a file, not a folder", f"choose another --output-dir than {folder}")
     try:
-        fd, name = tempfile.mkstemp(prefix=".malaria-edge-doctor-", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=".malaria-edge-doctor-", dir=target)
         try:
             os.write(fd, b"ok\n")
             os.fsync(fd)
@@ -141,8 +155,10 @@ def check_writable(folder: str | Path) -> Check:
             os.close(fd)
             os.unlink(name)
     except OSError as exc:
-        return Check("output folder", "FAIL", f"cannot write to {folder} ({exc.strerror})",
-                     f"sudo chown $USER {folder}, or choose another folder")
+        return Check("output folder", "FAIL", f"cannot write to {target} ({exc.strerror})",
+                     f"sudo chown $USER {target}, or choose another folder")
+    if target != folder.absolute():
+        return Check("output folder", "PASS", f"{folder} does not exist yet; it can be created in {target}")
     return Check("output folder", "PASS", f"{folder} is writable")
 
 
@@ -151,6 +167,7 @@ def run_checks(model: str | Path, output_dir: str | Path, detector: str | Path |
 
     checks = [check_python(), check_runtime(), check_model(model), check_detector(detector or default_detector_path()),
               check_smear(), check_camera(), check_writable(output_dir)]
-    if Path(output_dir).is_dir():
-        checks.append(check_disk(output_dir))
+    where = _existing_parent(Path(output_dir))
+    if where.is_dir():
+        checks.append(check_disk(where))
     return checks

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_app.stain import cell_colour
+
 #: How far outside the training fields' range a field may fall before it is flagged, as a share of that range
 #: (the training fields are few: their range understates what still works).
 MARGIN = 0.25
@@ -39,11 +41,9 @@ def field_stats(rgb: np.ndarray, cells: list, scale: float) -> FieldStats | None
     """Measurements of one field from the cells found in it (edge_app.smear.Cell); None when none was found."""
     if not cells:
         return None
-    pixels = np.concatenate([c.crop.reshape(-1, 3) for c in cells])
-    pixels = pixels[pixels.any(axis=1)]
-    if not len(pixels):
+    colour = cell_colour([c.crop for c in cells])
+    if colour is None:
         return None
-    colour = np.median(pixels, axis=0)
     size = float(np.median([max(c.width, c.height) for c in cells])) * scale
     green = rgb[..., 1].astype(np.float32)
     sharpness = float(cv2.Laplacian(green, cv2.CV_32F).var() / max(float(green.var()), 1e-6))

@@ -52,6 +52,17 @@ def write_sidecar(tflite: str | Path, meta: dict[str, Any]) -> Path:
     return out
 
 
+def update_sidecar(tflite: str | Path, key: str, block: Any) -> None:
+    """Set (or, for None, remove) one top-level block of an existing sidecar: measurements added after conversion."""
+    side = sidecar_path(tflite)
+    meta = json.loads(side.read_text())
+    if block is None:
+        meta.pop(key, None)
+    else:
+        meta[key] = block
+    side.write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def shipped_path(name: str, env_var: str) -> Path:
     """A shipped bundle: $env_var, the repo's models/ (source checkout), or the installed copy."""
     env = os.environ.get(env_var)
@@ -95,13 +106,15 @@ class ModelBundle:
         self.temperature = float(self.meta.get("temperature", 1.0))
         c = self.meta.get("counting")
         self.counting = Counting(float(c["threshold"]), counting_errors(c)) if c else None
+        stain = self.meta.get("stain")
+        #: Median RGB of the training cells: each field's stain is matched to it (edge_app.stain); None for older models.
+        self.cell_colour = tuple(float(v) for v in stain["cell_colour"]) if stain else None
         try:
             self.runtime = runtime or find_runtime()
         except RuntimeMissing as exc:
             raise ModelError(str(exc)) from None
         try:
             self._interp = self.runtime.interpreter(str(self.path), threads)
-            self._interp.allocate_tensors()
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a usable TFLite model ({first})") from None
@@ -144,9 +157,19 @@ class ModelBundle:
             return (raw.astype(np.float32) - zero) * scale
         return raw.astype(np.float32)
 
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Calibrated P(Parasitized) for a batch: sigmoid(logit / temperature)."""
-        z = self.logits(pixels) / self.temperature
+    def predict(self, pixels: np.ndarray, mirrored: bool = False) -> np.ndarray:
+        """Calibrated P(Parasitized) for a batch: sigmoid(logit / temperature).
+
+        `mirrored`: the logit is the mean of the cells' and their mirror
+        images' (left-right), one inference more per cell. A cell's
+        orientation says nothing about infection, so the mean cancels part
+        of the noise a single view's pixels carry: worth it on field cells,
+        which differ more from the training cells than single-cell images.
+        """
+        z = self.logits(pixels)
+        if mirrored:
+            z = (z + self.logits(np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
+        z = z / self.temperature
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float64)
 
 
@@ -188,10 +211,11 @@ def read_sidecar(tflite: str | Path, how_to_choose: str = "pass --model, or set 
 
 
 def counting_errors(block: dict[str, Any]) -> CountingErrors:
-    """The error rates of a sidecar's "counting" block, with the cell counts behind them when it has them."""
+    """The error rates of a sidecar's "counting" block, with the cell counts and between-run spread behind them when it has them."""
     counts = [block.get(k) for k in ("infected_cells", "healthy_cells")]
+    spread = [block.get(k) for k in ("sensitivity_sd", "false_positive_rate_sd")]
     return CountingErrors(float(block["sensitivity"]), float(block["false_positive_rate"]),
-                          *(None if v is None else int(v) for v in counts))
+                          *(None if v is None else int(v) for v in counts), *(None if v is None else float(v) for v in spread))
 
 
 def _read_sidecar(tflite: Path) -> dict[str, Any]:
@@ -229,6 +253,13 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
                 raise ValueError(f"threshold {c['threshold']}")
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"counting block ({exc})")
+    if meta.get("stain") is not None:
+        try:
+            colour = [float(v) for v in meta["stain"]["cell_colour"]]
+            if len(colour) != 3 or not all(1.0 <= v <= 255.0 for v in colour):
+                raise ValueError(f"cell_colour {colour}")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"stain block ({exc})")
     if problems:
         raise ModelError(f"{side}: invalid sidecar: {', '.join(problems)}")
     return meta

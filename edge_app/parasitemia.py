@@ -48,19 +48,43 @@ class CountingErrors:
 
     `infected_cells` and `healthy_cells` are how many cells each rate was
     measured on: with them, the corrected interval carries the rates'
-    own uncertainty; without them the rates are taken as exact.
+    own uncertainty; without them the rates are taken as exact. The
+    `*_sd` are the rates' standard deviations between groups of fields
+    measured apart (runs of differently stained fields): a new slide's
+    stain is another draw from those, so where they exceed what the cell
+    counts alone imply, the interval carries them instead.
     """
 
     sensitivity: float  # share of infected cells called Parasitized
     false_positive_rate: float  # share of healthy cells called Parasitized
     infected_cells: int | None = None
     healthy_cells: int | None = None
+    sensitivity_sd: float | None = None
+    false_positive_rate_sd: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.false_positive_rate < self.sensitivity <= 1:
             raise ValueError(f"need 0 <= false positive rate < sensitivity <= 1, got {self.false_positive_rate}, {self.sensitivity}")
         if any(n is not None and n < 1 for n in (self.infected_cells, self.healthy_cells)):
             raise ValueError(f"rates need at least one cell each, got {self.infected_cells}, {self.healthy_cells}")
+        if any(sd is not None and not 0 <= sd < 0.5 for sd in (self.sensitivity_sd, self.false_positive_rate_sd)):
+            raise ValueError(f"standard deviations of rates must be in [0, 0.5), got {self.sensitivity_sd}, {self.false_positive_rate_sd}")
+
+    def effective_cells(self) -> tuple[float, float]:
+        """How many cells' worth of evidence each rate carries: fewer than were counted when the rates vary between runs.
+
+        The Beta distribution with the rate as its mean and the larger of the
+        two variances (binomial over the cells, or between runs) has
+        `rate * (1 - rate) / variance - 1` cells' worth of evidence.
+        """
+        out = []
+        for rate, n, sd in ((self.sensitivity, self.infected_cells, self.sensitivity_sd),
+                            (self.false_positive_rate, self.healthy_cells, self.false_positive_rate_sd)):
+            spread = rate * (1 - rate)
+            if sd and spread > 0 and sd * sd * (n + 1) > spread:
+                n = max(1.0, spread / (sd * sd) - 1)
+            out.append(float(n))
+        return out[0], out[1]
 
     @property
     def measured(self) -> bool:
@@ -76,7 +100,8 @@ class CountingErrors:
 
         The count is binomial with mean se * p + fp * (1 - p); the rates are
         drawn from their Jeffreys posteriors (Beta(k + 1/2, n - k + 1/2) of
-        the cells they were measured on), the likelihood of every true share
+        the cells they were measured on, n fewer where the rates vary between
+        runs: `effective_cells`), the likelihood of every true share
         p is averaged over those draws, and the 2.5th and 97.5th percentiles
         of the resulting posterior of p (flat prior) are the interval. Unlike
         correcting a count's interval's ends, this stays honest when the
@@ -88,19 +113,18 @@ class CountingErrors:
         if not self.measured:
             lo, hi = wilson_interval(k, n)
             return self.correct(lo), self.correct(hi)
-        lo, hi = _posterior_interval(self.sensitivity, self.false_positive_rate, self.infected_cells, self.healthy_cells, k, n)
+        lo, hi = _posterior_interval(self.sensitivity, self.false_positive_rate, *self.effective_cells(), k, n)
         # A count no higher than false positives alone would give is best explained by no parasites: the interval
         # then starts at 0, as Wilson's does for a count of 0, rather than above the estimate.
         return (0.0 if self.correct(k / n if n else 0.0) == 0.0 else lo), hi
 
 
 @functools.lru_cache(maxsize=256)
-def _posterior_interval(sensitivity: float, fpr: float, infected_cells: int, healthy_cells: int, k: int, n: int,
+def _posterior_interval(sensitivity: float, fpr: float, infected_cells: float, healthy_cells: float, k: int, n: int,
                         draws: int = 200, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
-    se_k, fp_k = round(sensitivity * infected_cells), round(fpr * healthy_cells)
-    se = rng.beta(se_k + 0.5, infected_cells - se_k + 0.5, (draws, 1))
-    fp = rng.beta(fp_k + 0.5, healthy_cells - fp_k + 0.5, (draws, 1))
+    se = rng.beta(sensitivity * infected_cells + 0.5, (1 - sensitivity) * infected_cells + 0.5, (draws, 1))
+    fp = rng.beta(fpr * healthy_cells + 0.5, (1 - fpr) * healthy_cells + 0.5, (draws, 1))
     p = _PREVALENCE_GRID[None, :]
     q = np.clip(se * p + fp * (1 - p), 1e-12, 1 - 1e-12)
     loglik = k * np.log(q) + (n - k) * np.log1p(-q)

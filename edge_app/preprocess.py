@@ -97,12 +97,11 @@ def _plain_rgb_png(img: Image.Image) -> bool:
 def _decode_png(path: str | os.PathLike | BinaryIO, width: int, height: int) -> np.ndarray | None:
     """Decode a plain PNG file with OpenCV, or None to let Pillow decode it (and name what is wrong).
 
-    PNG is lossless, so the pixels are identical to Pillow's (checked on all
-    18,017 NIH cells); OpenCV inflates about 15 % faster and, unlike Pillow,
-    releases the GIL for the whole decode: two threads decoding 3,000 cells
-    went from 2,380 to 3,240 cells/s on two cores (a one-off comparison).
-    Pillow still reads the header first, so the size limits hold before any
-    pixel is decoded.
+    PNG is lossless, so the pixels are identical to Pillow's; OpenCV inflates
+    faster and, unlike Pillow, releases the GIL for the whole decode, so
+    decoding threads run in parallel (benchmarks/decode_throughput.py
+    measures it). Pillow still reads the header first, so the size limits
+    hold before any pixel is decoded.
     """
     if not isinstance(path, (str, os.PathLike)):
         return None

@@ -1,14 +1,17 @@
 """What a person looks at: fields with boxed cells, and one HTML page per slide.
 
-The page is a single file with the parasitised-cell thumbnails embedded, so
-it opens offline on a phone even when copied away from the output folder;
-only the full annotated fields are links to the PNGs beside it.
+The page is a single file with the annotated fields and the parasitised-cell
+thumbnails embedded, so it opens offline on a phone even when copied away
+from the output folder (`--no-embed` links the fields instead, for a
+smaller file).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +24,8 @@ from edge_app.smear import CellResult
 
 COLOURS = {LABELS[1]: (220, 20, 60), LABELS[0]: (0, 150, 70)}
 THUMBNAILS_SHOWN = 200
+#: Annotated fields are embedded at most this wide: enough to see a box round each cell on a phone.
+EMBED_WIDTH = 1024
 
 
 def save_png(img: Image.Image, path: Path) -> None:
@@ -41,16 +46,42 @@ def annotate(rgb: np.ndarray, results: Sequence[CellResult]) -> Image.Image:
     return img
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+@dataclass(frozen=True)
+class Thumbnail:
+    """A cell called Parasitized, as its crop in parasitized/ and where it came from."""
+
+    path: Path
+    field: str
+    probability: float
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _field_jpeg(path: Path) -> str:
+    """An annotated field as an embedded JPEG, at most EMBED_WIDTH wide: a tenth of the PNG's bytes, sharp enough on a phone."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.width > EMBED_WIDTH:
+            img = img.resize((EMBED_WIDTH, round(img.height * EMBED_WIDTH / img.width)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=80)
+    return _data_uri(buf.getvalue(), "image/jpeg")
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path]) -> str:
-    """The slide report: verdict first, then the fields table, then the cells to confirm."""
+def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnail], folder: Path, embed: bool = True) -> str:
+    """The slide report: verdict first, then the fields (each with its interval and image), then the cells to confirm.
+
+    With `embed`, every image is inside the file (data URIs), so the page
+    shows everything when copied alone to a phone; without, the annotated
+    fields are links to the PNGs in `folder`. Nothing is ever fetched from
+    outside the folder: the page's content security policy forbids it.
+    """
     e = html.escape
     lo, hi = total.interval
     warning = total.warning()
@@ -64,27 +95,47 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Path]) -
     flagged = sum(1 for f in summary["fields"] if f.get("warnings"))
     rows = []
     for f in summary["fields"]:
-        link = f["annotated"]
-        name = f'<a href="{e(link)}">{e(Path(f["field"]).name)}</a>' if link else e(Path(f["field"]).name)
+        name = e(Path(f["field"]).name)
         if f["error"]:
-            rows.append(f'<tr><td>{name}</td><td colspan="3" class="err">{e(f["error"])}</td></tr>')
+            rows.append(f'<tr><td>{name}</td><td colspan="4" class="err">{e(f["error"])}</td></tr>')
         else:
-            rows.append(f'<tr><td>{name}</td><td>{f["cells"]}</td><td>{f["parasitized"]}</td><td>{_pct(f["parasitemia"])}</td></tr>')
+            flo, fhi = f["ci95"]
+            rows.append(f'<tr><td>{name}</td><td>{f["cells"]:,}</td><td>{f["parasitized"]:,}</td>'
+                        f'<td>{_pct(f["parasitemia"])}</td><td>{_pct(flo)} to {_pct(fhi)}</td></tr>')
         for w in f.get("warnings") or ():
-            rows.append(f'<tr><td></td><td colspan="3" class="warn">{e(w)}</td></tr>')
-    thumbs = "".join(f'<img src="{_data_uri(p)}" alt="{e(p.stem)}" title="{e(p.stem)}">' for p in thumbnails[:THUMBNAILS_SHOWN])
+            rows.append(f'<tr><td></td><td colspan="4" class="warn">{e(w)}</td></tr>')
+    images = []
+    for f in summary["fields"]:
+        if not f.get("annotated"):
+            continue
+        label = f'{e(Path(f["field"]).name)}: {f["parasitized"]:,} of {f["cells"]:,} cells called Parasitized'
+        if embed:
+            images.append(f'<details><summary>{label}</summary><img class="field" src="{_field_jpeg(folder / f["annotated"])}" '
+                          f'alt="{label}"></details>')
+        else:
+            images.append(f'<p><a href="{e(f["annotated"])}">{label}</a></p>')
+    thumbs = "".join(
+        f'<figure><img src="{_data_uri(t.path.read_bytes(), "image/png")}" alt="cell from {e(Path(t.field).name)}">'
+        f'<figcaption>{e(Path(t.field).name)}<br>P = {t.probability:.2f}</figcaption></figure>'
+        for t in thumbnails[:THUMBNAILS_SHOWN])
     more = f"<p>{len(thumbnails) - THUMBNAILS_SHOWN} more in parasitized/.</p>" if len(thumbnails) > THUMBNAILS_SHOWN else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>Slide {e(summary["slide"])}: malaria-edge</title>
 <style>
 body {{ font-family: sans-serif; margin: 1em; max-width: 60em; }}
 .big {{ font-size: 1.6em; font-weight: bold; }}
 .warn {{ background: #fff3cd; border: 1px solid #e0b000; padding: .6em; }}
 .err {{ color: #b00020; }}
+.scroll {{ overflow-x: auto; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: .3em .6em; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
-.thumbs img {{ width: 64px; height: 64px; object-fit: contain; background: #000; margin: 2px; }}
+img.field {{ max-width: 100%; height: auto; }}
+details {{ margin: .3em 0; }} summary {{ cursor: pointer; padding: .3em 0; }}
+.thumbs {{ display: flex; flex-wrap: wrap; gap: 4px; }}
+figure {{ margin: 0; width: 80px; text-align: center; font-size: .75em; overflow-wrap: anywhere; }}
+figure img {{ width: 80px; height: 80px; object-fit: contain; background: #000; }}
 </style></head><body>
 <h1>Slide {e(summary["slide"])}</h1>
 <p class="big">Parasitemia {_pct(total.fraction)}</p>
@@ -95,9 +146,13 @@ in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unread
 <p>Screening aid, not a diagnosis: a microscopist should confirm the cells below before treatment decisions.
 Model {e(summary["model"])}, cells called Parasitized at P &ge; {summary["threshold"]:.3f}.</p>
 <h2>Fields</h2>
-<table><tr><th>field</th><th>cells</th><th>Parasitized</th><th>parasitemia{" (corrected)" if total.errors else ""}</th></tr>
+<div class="scroll"><table><tr><th>field</th><th>cells</th><th>called Parasitized (raw)</th>
+<th>parasitemia{" (corrected)" if total.errors else ""}</th><th>95 % interval</th></tr>
 {"".join(rows)}
-</table>
+</table></div>
+<h2>Annotated fields</h2>
+<p>Red boxes: cells called Parasitized; green: Uninfected.</p>
+{"".join(images)}
 <h2>Cells called Parasitized ({len(thumbnails)})</h2>
 <div class="thumbs">{thumbs}</div>{more}
 </body></html>

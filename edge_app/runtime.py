@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
+from edge_app.native_log import native_stderr_silenced
+
 _CANDIDATES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
     ("tflite_runtime.interpreter", "tflite-runtime"),
@@ -38,7 +40,11 @@ class Runtime:
             return "unknown"
 
     def interpreter(self, model_path: str, threads: int) -> Any:
-        return self.interpreter_class(model_path=model_path, num_threads=threads)
+        """An interpreter with its tensors allocated, made without the runtime's C++ log lines on the terminal."""
+        with native_stderr_silenced():
+            interp = self.interpreter_class(model_path=model_path, num_threads=threads)
+            interp.allocate_tensors()
+        return interp
 
 
 def find_runtime() -> Runtime:

@@ -31,8 +31,8 @@ from edge_app.field_check import field_stats, warnings
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
-from edge_app.report import annotate, render_html, save_png
-from edge_app.results import OutputError, ResultWriter
+from edge_app.report import Thumbnail, annotate, render_html, save_png
+from edge_app.results import OutputError, ResultWriter, read_rows
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -82,6 +82,26 @@ def slide_summary(counts: list[FieldCount], min_cells: int = MIN_RELIABLE_CELLS,
     return Parasitemia(sum(c.cells for c in ok), sum(c.parasitized for c in ok), min_cells, errors)
 
 
+_COUNTING_NAMES = {"model_sha256": "model", "threshold": "threshold", "detector_sha256": "detector",
+                   "stain_cell_colour": "stain reference"}
+
+
+def _shown(key: str, value) -> str:
+    if value is None:
+        return "none"
+    if key == "threshold":
+        return f"{float(value):.4f}"
+    if key.endswith("sha256"):
+        return "classical segmentation" if value == "classical" else f"sha256 {str(value)[:12]}"
+    return str(value)
+
+
+def _differences(before: dict, now: dict) -> str:
+    """E.g. "threshold 0.8433 (this run: 0.9482)": what a refused resume would have changed."""
+    keys = [k for k in now if before.get(k) != now[k]] + [k for k in before if k not in now]
+    return ", ".join(f"{_COUNTING_NAMES.get(k, k)} {_shown(k, before.get(k))} (this run: {_shown(k, now.get(k))})" for k in keys)
+
+
 class SlideRun:
     """Analyse fields into an output folder; `finish` writes the summary and report.
 
@@ -92,8 +112,11 @@ class SlideRun:
     """
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
-                 threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS, detector: CellDetector | None = None):
+                 threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS, detector: CellDetector | None = None,
+                 embed: bool = True):
         self.out = Path(out)
+        self.fmt = fmt
+        self.embed = embed
         self.model = model
         self.detector = detector
         counting = model.counting if threshold is None else None
@@ -117,14 +140,15 @@ class SlideRun:
     def _check_same_counting(self, resume: bool) -> None:
         """Every field of a slide must be counted by one model at one threshold, or the totals mean nothing."""
         counting = {"model_sha256": self.model.meta["tflite_sha256"], "threshold": self.threshold,
-                    "detector_sha256": self.detector.meta["tflite_sha256"] if self.detector else "classical"}
+                    "detector_sha256": self.detector.meta["tflite_sha256"] if self.detector else "classical",
+                    "stain_cell_colour": list(self.model.cell_colour) if self.model.cell_colour else None}
         record = self.out / "counting.json"
         if resume and record.exists():
             before = json.loads(record.read_text())
             if before != counting:
                 self.writer.close()
-                raise OutputError(f"{self.out} was counted with another model, detector or threshold ({before}); "
-                                  "resume it with the same --model, --detector and --threshold, or count into a new folder")
+                raise OutputError(f"{self.out} was counted with {_differences(before, counting)}; resume it with the same "
+                                  "--model, --detector and --threshold, or count into a new folder")
         record.write_text(json.dumps(counting, indent=1))
 
     @property
@@ -187,9 +211,23 @@ class SlideRun:
                        for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        thumbs = sorted((self.out / "parasitized").glob("*.png"))
-        (self.out / "report.html").write_text(render_html(summary, total, thumbs), encoding="utf-8")
+        (self.out / "report.html").write_text(render_html(summary, total, self._thumbnails(), self.out, self.embed), encoding="utf-8")
         return summary
+
+    def _thumbnails(self) -> list[Thumbnail]:
+        """The crops of the cells called Parasitized, in field order, with their probabilities from the results file."""
+        by_field: OrderedDict[str, list[dict]] = OrderedDict()
+        for r in read_rows(str(self.results_path), self.fmt, CELL_FIELDS):
+            by_field.setdefault(r["field"], []).append(r)
+        thumbs = []
+        for i, (field, rows) in enumerate(by_field.items()):
+            for r in rows:
+                if r["status"] != "ok" or r["label"] != LABELS[1]:
+                    continue
+                path = self.out / "parasitized" / f"{self.image_name(i, field)}-cell{int(r['cell']):04d}.png"
+                if path.exists():
+                    thumbs.append(Thumbnail(path, field, float(r["probability"])))
+        return thumbs
 
 
 def read_checks(path: Path) -> dict[str, tuple[str, ...]]:

@@ -7,8 +7,8 @@ classical segmentation below; cells under a scale bar or text are dropped.
 Classical segmentation (OpenCV): stained cells absorb green light, so after
 evening out the lighting an Otsu threshold on the green channel separates
 them from the bright background;
-holes (the pale centre of a red cell) are filled; a watershed on the distance
-transform splits touching cells. Cells cut by the image border, debris and
+holes (the pale centre of a red cell) are filled; touching cells are cut
+apart between the peaks of the distance transform (`split_touching`). Cells cut by the image border, debris and
 unsplit clumps are dropped by size relative to the field's median cell, so no
 magnification has to be configured. Each kept cell is cropped the way the
 training images were made, the cell on a black background, and goes through
@@ -26,6 +26,7 @@ from edge_app.classify import label_for
 from edge_app.detect import CellDetector
 from edge_app.model import ModelBundle
 from edge_app.preprocess import fit_square
+from edge_app.stain import match_stain
 
 #: Cells smaller than this fraction of the field's median cell area are debris
 #: (platelets, stain precipitate); larger than MAX are clumps the watershed could not split.
@@ -168,13 +169,23 @@ def cells_in_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], mask
 
 
 def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | None = None, batch_size: int = 64) -> list[CellResult]:
-    """P(Parasitized) and a label for each cell, resized by the same fit_square that preprocess uses."""
+    """P(Parasitized) and a label for each of one field's cells, resized by the same fit_square that preprocess uses.
+
+    The field's stain is first matched to the model's training cells
+    (edge_app.stain) when its sidecar records their colour: pass the cells
+    of one field at a time, since the match is measured on them. Each cell
+    is classified as seen and mirrored (ModelBundle.predict), which the
+    counting threshold and error rates are measured with (quantization.counting).
+    """
     cut = model.threshold if threshold is None else threshold
+    if not cells:
+        return []
+    pixels = np.stack([fit_square(c.crop, model.input.size, model.fit) for c in cells])
+    if model.cell_colour is not None:
+        pixels = match_stain(pixels, model.cell_colour)
     results: list[CellResult] = []
     for start in range(0, len(cells), batch_size):
-        batch = cells[start:start + batch_size]
-        pixels = np.stack([fit_square(c.crop, model.input.size, model.fit) for c in batch])
-        for c, p in zip(batch, model.predict(pixels)):
+        for c, p in zip(cells[start:start + batch_size], model.predict(pixels[start:start + batch_size], mirrored=True)):
             results.append(CellResult(c, float(p), label_for(float(p), cut)))
     return results
 

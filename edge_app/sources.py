@@ -98,9 +98,9 @@ def decode_stream(paths: Sequence[str], size: int, fit: str, workers: int = 2, c
 
     OpenCV releases the GIL while inflating PNGs and resizing (Pillow too,
     for other formats), so threads overlap decoding with inference. Each task
-    decodes `chunk` images: handing one future per image between threads cost
-    a sixth of the throughput (3,150 against 3,720 cells/s decoded on two
-    cores, measured with benchmarks/decode_throughput.py). The look-ahead is bounded so memory
+    decodes `chunk` images, because handing one future per image between
+    threads costs a noticeable share of the throughput
+    (benchmarks/decode_throughput.py). The look-ahead is bounded so memory
     stays flat on folders of any size.
     """
     workers, chunk = max(1, workers), max(1, chunk)

@@ -62,10 +62,11 @@ def watch(
     recursive: bool = True,
     on_batch: Callable[[Summary], None] | None = None,
 ) -> Summary:
-    """Poll `folder` until `stop` is set; returns the totals of this session."""
+    """Poll `folder` until `stop` is set; returns the totals of this session, over the session's whole time."""
     done = set(writer.done_paths)
     tracker = SettleTracker(settle)
     total = Summary()
+    started = time.monotonic()
     while not stop.is_set():
         try:
             candidates = [p for p in expand_paths([folder], recursive) if p not in done]
@@ -78,8 +79,8 @@ def watch(
             tracker.forget(ready)
             total.labels.update(summary.labels)
             total.errors += summary.errors
-            total.seconds += summary.seconds
             if on_batch:
                 on_batch(summary)
         stop.wait(interval)
+    total.seconds = time.monotonic() - started
     return total

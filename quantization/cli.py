@@ -42,6 +42,7 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
     from quantization.convert import convert_all, representative_pixels
     from quantization.counting import add_counting
     from quantization.score import score_bundle
+    from quantization.stain_reference import stain_block
     from training.data import discover, load_arrays
     from training.train import TrainConfig
 
@@ -67,6 +68,7 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
             "patients": evaluation["patients"], "data": "NIH malaria cell images (Rajaraman et al. 2018)",
             "float_test_metrics": {k: evaluation["test"][k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc", "n")},
         },
+        "stain": stain_block(x_train, f"{len(split['train'])} training patients' cells"),
     }
     sample = np.random.default_rng(cfg.seed + 1).choice(len(x_train), min(bias_images, len(x_train)), replace=False)
     try:
@@ -147,6 +149,36 @@ def counting(run_dir, model, max_fpr) -> None:
     x, y = load_arrays(discover(cfg.data), cfg.image_size, cfg.fit, cfg.cache_dir).subset(split["val"])
     block = add_counting(model, x, y, max_fpr, f"{len(split['val'])} validation patients of the training run")
     click.echo(f"{model}: {_counting_text(block)}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", default="../shared/datasets/malaria/cell_images", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="The cell images the model was trained on (NIH layout).")
+@click.option("--sample", default=3000, show_default=True, type=click.IntRange(1), help="Training cells to measure, drawn at random (seeded).")
+@click.option("--test-fold", default=0, show_default=True, type=click.IntRange(0), help="The training run's --test-fold (its split).")
+def stain(model, data, sample, test_fold) -> None:
+    """Record the colour of MODEL's training cells in its sidecar, for a model converted before `convert` did so.
+
+    `smear` and `capture` match each field's stain to it before classifying
+    (edge_app.stain). The training patients are dealt again from the seed in
+    MODEL's sidecar, as `malaria-train fit` dealt them.
+    """
+    from edge_app.model import read_sidecar
+    from edge_app.preprocess import preprocess
+    from quantization.stain_reference import write_stain
+    from training.data import discover, split_by_patient
+
+    meta = read_sidecar(model)
+    seed = int(meta.get("training", {}).get("seed", 0))
+    samples = discover(data)
+    split = split_by_patient(samples, seed=seed, test_fold=test_fold)
+    train = [s for s in samples if s.patient in set(split.train)]
+    chosen = np.random.default_rng(seed).choice(len(train), min(sample, len(train)), replace=False)
+    size, fit = int(meta["input"]["size"]), str(meta["preprocessing"]["fit"])
+    pixels = np.stack([preprocess(train[i].path, size, fit) for i in np.sort(chosen)])
+    block = write_stain(model, pixels, f"{len(chosen)} cells of {len(split.train)} training patients (seed {seed})")
+    click.echo(f"{model}: training cells' median colour {block['cell_colour']} ({block['measured_on']})", err=True)
 
 
 @main.command("counting-fields")

@@ -116,7 +116,7 @@ def convert_all(
             "threshold": float(meta.get("threshold", 0.5)),
             "temperature": float(meta.get("temperature", 1.0)),
             "variant": variant,
-            **{k: meta[k] for k in ("metrics", "training") if k in meta},
+            **{k: meta[k] for k in ("metrics", "training", "stain") if k in meta},
             **extra,
         })
         written.append(path)

@@ -10,11 +10,11 @@ them to correct the parasitemia (edge_app.parasitemia).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from edge_app.model import update_sidecar
 from edge_app.parasitemia import CountingErrors
 from quantization.score import bundle_probabilities
 
@@ -56,11 +56,23 @@ def field_counting(model, detector, data: str | Path, names: list[str], max_fpr:
 
 
 def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float) -> dict[str, float]:
-    """The counting threshold and rates over several sets of (other detections' P, infected cells' best P)."""
+    """The counting threshold and rates over several sets of (other detections' P, infected cells' best P).
+
+    With more than one set (runs of differently stained fields), the rates'
+    standard deviations between the sets at that threshold are added, so
+    the app's interval can carry how much they change from stain to stain.
+    """
     healthy_p = np.concatenate([h for h, _ in scores])
     infected_p = np.concatenate([i for _, i in scores])
     y = np.concatenate([np.zeros(len(healthy_p)), np.ones(len(infected_p))])
-    return counting_threshold(y, np.concatenate([healthy_p, infected_p]), max_fpr)
+    block = counting_threshold(y, np.concatenate([healthy_p, infected_p]), max_fpr)
+    usable = [(h, i) for h, i in scores if len(h) and len(i)]
+    if len(usable) > 1:
+        t = block["threshold"]
+        block["sensitivity_sd"] = float(np.std([np.mean(i >= t) for _, i in usable], ddof=1))
+        block["false_positive_rate_sd"] = float(np.std([np.mean(h >= t) for h, _ in usable], ddof=1))
+        block["runs"] = len(usable)
+    return block
 
 
 def field_scores(model, detector, data: str | Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,13 +94,9 @@ def field_scores(model, detector, data: str | Path, names: list[str]) -> tuple[n
 
 def write_counting(tflite: str | Path, block: dict) -> dict | None:
     """Write a "counting" block into a bundle's sidecar (or remove it, returning None, for rates no better than chance)."""
-    side = Path(tflite).with_suffix(".json")
-    meta = json.loads(side.read_text())
     try:
         CountingErrors(block["sensitivity"], block["false_positive_rate"])
-        meta["counting"] = block
     except ValueError:
-        meta.pop("counting", None)
         block = None
-    side.write_text(json.dumps(meta, indent=2) + "\n")
+    update_sidecar(tflite, "counting", block)
     return block

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_app.model import ModelBundle, ModelError
-from quantization.counting import add_counting, counting_threshold
+from quantization.counting import add_counting, counting_threshold, pooled_counting
 
 
 def test_threshold_keeps_false_positives_within_the_limit():
@@ -22,6 +22,18 @@ def test_threshold_keeps_false_positives_within_the_limit():
     assert np.mean(p[:1000] >= np.nextafter(block["threshold"], 0) - 1e-12) > 0.01
     with pytest.raises(ValueError, match="both"):
         counting_threshold(np.zeros(5, int), np.zeros(5), 0.01)
+
+
+def test_pooled_counting_records_how_the_rates_vary_between_runs():
+    pale = (np.linspace(0, 0.5, 1000), np.full(20, 0.9))  # (other detections' P, infected cells' P)
+    dark = (np.concatenate([np.linspace(0, 0.5, 980), np.full(20, 0.95)]), np.full(20, 0.97))
+    one = pooled_counting([pale], 0.01)
+    assert "sensitivity_sd" not in one
+    both = pooled_counting([pale, dark], 0.01)
+    t = both["threshold"]
+    assert both["runs"] == 2 and both["false_positive_rate_sd"] > 0.01  # the dark run's 2 % against the pale run's 0 %
+    assert both["sensitivity_sd"] == pytest.approx(np.std([np.mean(pale[1] >= t), np.mean(dark[1] >= t)], ddof=1))
+    assert both["false_positive_rate_sd"] == pytest.approx(np.std([np.mean(pale[0] >= t), np.mean(dark[0] >= t)], ddof=1))
 
 
 def test_counting_block_is_written_and_read_back(model_copy):

@@ -57,6 +57,13 @@ def test_tampered_model_and_bad_folder_fail_with_fixes(model_copy, tmp_path, mon
     assert "2 failed: model, output folder" in res.output
 
 
+def test_an_output_folder_still_to_be_made_passes_and_its_disk_is_checked(tiny_model, tmp_path):
+    checks = {c.name: c for c in doctor.run_checks(tiny_model, tmp_path / "results" / "today")}
+    assert checks["output folder"].status == "PASS" and "does not exist yet" in checks["output folder"].detail
+    assert checks["disk"].status in ("PASS", "WARN") and str(tmp_path) in checks["disk"].detail
+    assert not (tmp_path / "results").exists()
+
+
 def test_low_disk_and_old_python(tmp_path, monkeypatch):
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _: types.SimpleNamespace(free=50 * 2**20))
     assert doctor.check_disk(tmp_path).status == "FAIL"

@@ -35,6 +35,18 @@ def test_batches_of_any_size_give_the_same_answers(tiny_model):
     assert model.predict(x[:0]).shape == (0,)
 
 
+def test_mirrored_prediction_averages_the_logits_of_both_views(tiny_model, monkeypatch):
+    model = ModelBundle(tiny_model)
+    # A stand-in network that reads only the top-left pixel: a cell and its mirror image give different logits.
+    monkeypatch.setattr(model, "logits", lambda px: px[:, 0, 0, 0].astype(np.float32) / 50)
+    x = np.zeros((2, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    x[0, 0, 0, 0], x[0, 0, -1, 0] = 200, 0
+    x[1, 0, 0, 0], x[1, 0, -1, 0] = 0, 100
+    z = np.array([(200 + 0) / 2, (0 + 100) / 2]) / 50 / model.temperature
+    assert np.allclose(model.predict(x, mirrored=True), 1 / (1 + np.exp(-z)))
+    assert not np.allclose(model.predict(x), model.predict(x, mirrored=True))
+
+
 def test_temperature_from_sidecar_softens_probabilities(model_copy):
     sharp = ModelBundle(model_copy).predict(_pixels(RED))[0]
     meta = json.loads(model_copy.with_suffix(".json").read_text())

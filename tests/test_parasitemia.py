@@ -85,3 +85,18 @@ def test_uncertain_rates_keep_a_zero_count_at_zero():
     p = Parasitemia(cells=2500, parasitized=0, errors=CountingErrors(0.8, 0.005, 150, 10_000))
     lo, hi = p.interval
     assert p.fraction == 0.0 and lo == 0.0 and 0.0 < hi < 0.01  # not the "0 to 0" of correcting the count's bounds
+
+
+def test_rates_that_vary_between_stains_widen_the_interval():
+    """Rates measured on many cells but differing from run to run say less about a new slide than their counts suggest."""
+    steady = CountingErrors(0.7, 0.01, 160, 12_000)
+    varying = CountingErrors(0.7, 0.01, 160, 12_000, sensitivity_sd=0.3, false_positive_rate_sd=0.007)
+    tiny_spread = CountingErrors(0.7, 0.01, 160, 12_000, sensitivity_sd=0.001, false_positive_rate_sd=0.0001)
+    se_cells, fp_cells = varying.effective_cells()
+    assert se_cells == pytest.approx(0.7 * 0.3 / 0.09 - 1) and fp_cells == pytest.approx(0.01 * 0.99 / 0.007 ** 2 - 1)
+    assert tiny_spread.effective_cells() == (160, 12_000)  # spread below the counts' own: the counts decide
+    a, b = Parasitemia(3000, 57, errors=steady), Parasitemia(3000, 57, errors=varying)
+    assert a.fraction == b.fraction
+    assert b.interval[0] <= a.interval[0] and b.interval[1] > a.interval[1] + 0.005
+    with pytest.raises(ValueError):
+        CountingErrors(0.7, 0.01, 160, 12_000, sensitivity_sd=0.6)

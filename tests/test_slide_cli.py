@@ -61,8 +61,17 @@ def test_smear_counts_a_slide_and_writes_its_folder(fields, tiny_model, tmp_path
     assert len(list((out / "parasitized").glob("*.png"))) == reds
     page = (out / "report.html").read_text()
     assert f"{100 * reds / cells:.2f} %" in page and page.count("data:image/png;base64,") == reds
-    assert "annotated/0000-field0.png" in page and "capture more fields" in page
+    assert page.count("data:image/jpeg;base64,") == 3 and "annotated/" not in page and "capture more fields" in page
+    first = next(r for r in rows if r["label"] == "Parasitized")
+    assert page.count("<figcaption>field") == reds
+    assert f"<figcaption>{first['field'].rsplit('/', 1)[-1]}<br>P = {float(first['probability']):.2f}</figcaption>" in page
+    field0 = json.loads((out / "summary.json").read_text())["fields"][0]
+    assert f"<td>{100 * field0['ci95'][0]:.2f} % to {100 * field0['ci95'][1]:.2f} %</td>" in page
+    linked = run("smear", folder, "--out", tmp_path / "linked", "--model", tiny_model, "--no-embed")
+    page = (tmp_path / "linked" / "report.html").read_text()
+    assert linked.exit_code == 0 and "data:image/jpeg" not in page and 'href="annotated/0000-field0.png"' in page
     assert "field 3/3 field2.png" in res.output and "slide: parasitemia" in res.output
+    assert res.output.count(" left]") == 2 and "field 1/3" in res.output.split(" left]")[0]  # a time estimate while fields remain
 
 
 def test_annotated_field_marks_parasitized_cells_red(fields, tiny_model, tmp_path):
@@ -93,7 +102,7 @@ def test_resume_counts_each_field_once(fields, tiny_model, tmp_path):
     refused = run("smear", folder, "--out", out, "--model", tiny_model)
     assert refused.exit_code == 2 and "--resume" in refused.output
     res = run("smear", folder, "--out", out, "--model", tiny_model, "--resume")
-    assert res.exit_code == 0 and "1 fields already counted" in res.output
+    assert res.exit_code == 0 and "resuming: 1 field already counted, 2 to count" in res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"]["cells"] == cells and len(summary["fields"]) == 3
     assert sorted(p.name for p in (out / "annotated").glob("*.png")) == ["0000-field0.png", "0001-field1.png", "0002-field2.png"]
@@ -101,14 +110,23 @@ def test_resume_counts_each_field_once(fields, tiny_model, tmp_path):
     (folder / "more").mkdir()
     (folder / "field0.png").rename(folder / "more" / "field0.png")
     mixed = run("smear", folder / "more", "--out", out, "--model", tiny_model, "--resume", "--threshold", 0.9)
-    assert mixed.exit_code == 2 and "another model, detector or threshold" in mixed.output
+    assert mixed.exit_code == 2 and "threshold 0.5000 (this run: 0.9000)" in mixed.output and "{" not in mixed.output
 
 
 def test_blank_field_is_counted_as_empty(tiny_model, tmp_path):
     Image.new("RGB", (300, 200), (228, 218, 226)).save(tmp_path / "blank.png")
     res = run("smear", tmp_path / "blank.png", "--out", tmp_path / "s", "--model", tiny_model, "--format", "jsonl")
-    assert res.exit_code == 0 and "0 cells" in res.output and "no cells counted" in res.output
+    assert res.exit_code == 0 and "0 cells" in res.output and "slide: no red cells found in any field" in res.output
     assert [r["status"] for r in read_rows(str(tmp_path / "s" / "cells.jsonl"), "jsonl")] == ["empty"]
+
+
+def test_capture_replay_without_a_terminal_goes_straight_on(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    res = run("capture", "--fields", 2, "--replay", folder, "--out", tmp_path / "s", "--model", tiny_model)
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "s" / "fields").iterdir())) == 2 and "Enter" not in res.output
+    camera = run("capture", "--fields", 2, "--out", tmp_path / "c", "--model", tiny_model)
+    assert camera.exit_code == 2 and "give --interval SECONDS" in camera.output
 
 
 def test_smear_missing_path_exits_2(tmp_path, tiny_model):
@@ -135,7 +153,8 @@ def test_capture_from_replay_saves_and_counts_every_field(fields, tiny_model, tm
     assert json.loads((out / "summary.json").read_text())["total"]["cells"] > a["cells"]
 
 
-def test_capture_waits_for_enter_and_q_stops(fields, tiny_model, tmp_path):
+def test_capture_waits_for_enter_and_q_stops(fields, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr("edge_app.cli._interactive", lambda: True)
     folder, _, _ = fields
     out = tmp_path / "slide"
     res = run("capture", "--fields", 3, "--replay", folder, "--out", out, "--model", tiny_model, input="\nq\n")
@@ -146,7 +165,7 @@ def test_capture_waits_for_enter_and_q_stops(fields, tiny_model, tmp_path):
 
 def test_capture_without_picamera2_exits_2_with_the_install_hint(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)
-    res = run("capture", "--fields", 1, "--out", tmp_path / "s", "--model", tiny_model)
+    res = run("capture", "--fields", 1, "--interval", 0, "--out", tmp_path / "s", "--model", tiny_model)
     assert res.exit_code == 2 and "python3-picamera2" in res.output
 
 
@@ -249,7 +268,7 @@ def test_smear_with_a_detector_records_it_and_refuses_another_on_resume(tiny_det
     summary = json.loads((out / "summary.json").read_text())
     assert "tiny-detector" in summary["cells_found_by"]
     classical = run("smear", folder, "--out", out, "--model", tiny_model, "--resume", "--segmenter", "classical")
-    assert classical.exit_code == 2 and "another model, detector or threshold" in classical.output
+    assert classical.exit_code == 2 and "(this run: classical segmentation)" in classical.output
     both = run("smear", folder, "--out", tmp_path / "x", "--model", tiny_model, "--detector", tiny_detector,
                "--segmenter", "classical")
     assert both.exit_code == 2 and "contradict" in both.output

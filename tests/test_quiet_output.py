@@ -1,0 +1,49 @@
+"""The terminal shows our messages only: no C++ runtime or image-decoder log lines (their reasons go in the error rows)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import REPO
+
+
+def _corrupt_files(folder, rng):
+    """A PNG with a broken checksum and an LZW TIFF with garbage codes: both make their C decoders print to fd 2."""
+    img = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    for fmt, kw in (("PNG", {}), ("TIFF", {"compression": "tiff_lzw"})):
+        data = io.BytesIO()
+        img.save(data, fmt, **kw)
+        raw = bytearray(data.getvalue())
+        for i in range(len(raw) // 3, len(raw) - 20, 97):
+            raw[i] ^= 0x5A
+        (folder / f"broken.{fmt.lower()}").write_bytes(raw)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_classify_prints_no_runtime_or_decoder_lines(tiny_model, cells_dir, tmp_path):
+    _corrupt_files(cells_dir, np.random.default_rng(0))
+    out = tmp_path / "out.csv"
+    res = _run("classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out))
+    assert res.returncode == 1, res.stderr  # the job ran; two inputs failed
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "8 images" in lines[-1] and "errors: 2" in lines[-1]
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    assert rows["broken.png"]["status"] == "error" and rows["broken.png"]["error"]
+    assert rows["broken.tiff"]["status"] == "error" and rows["broken.tiff"]["error"]
+
+
+def test_info_and_errors_still_reach_the_terminal(tiny_model, tmp_path):
+    info = _run("info", "--model", str(tiny_model))
+    assert info.returncode == 0 and "INFO:" not in info.stderr + info.stdout and "name:" in info.stdout
+    missing = _run("classify", str(tmp_path / "nowhere"), "--model", str(tiny_model))
+    assert missing.returncode != 0 and "no such file or folder" in missing.stderr
