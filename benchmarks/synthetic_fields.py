@@ -3,11 +3,20 @@
 The smear tests (synthetic drawn cells) and the smear benchmark (real NIH cells)
 both need fields whose truth is known: cells on black are pasted onto a bright,
 slightly uneven background, apart or as touching pairs.
+
+Run as a script, it writes a few fields of drawn cells to try `malaria-edge
+smear` without any microscope data (they are not real smears: no figure
+measured on them says anything about real fields):
+    python benchmarks/synthetic_fields.py --out demo-fields --fields 3
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -120,3 +129,52 @@ def match(found: list[tuple[int, int, int, int]], truth: list[Placed]) -> int:
                 hits += 1
                 break
     return hits
+
+
+def drawn_cell(rng: np.random.Generator, infected: bool) -> np.ndarray:
+    """A red cell drawn on black: a pink disc, paler at the centre, with a purple ring-stage dot when infected."""
+    size = int(rng.integers(76, 92))  # a red cell at 100x oil on a 1280x960 camera
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(xx - size / 2, yy - size / 2) / (size / 2.2)
+    cell = np.zeros((size, size, 3), np.float32)
+    inside = r <= 1
+    pink = np.array([205, 150, 165], np.float32) + rng.normal(0, 6, 3)
+    cell[inside] = pink * (1 + 0.08 * (1 - r[inside])[:, None])  # the pale centre of a biconcave cell
+    if infected:
+        cx, cy = (size / 2 + rng.uniform(-size / 5, size / 5) for _ in range(2))
+        dot = np.hypot(xx - cx, yy - cy)
+        ring = inside & (np.abs(dot - size / 10) < size / 30)
+        cell[ring] = (95, 35, 120)
+    return np.clip(cell + rng.normal(0, 3, cell.shape) * inside[..., None], 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write fields of drawn red cells (with truth.json) to try malaria-edge smear.")
+    ap.add_argument("--out", required=True, help="folder for field-NN.png and truth.json (created)")
+    ap.add_argument("--fields", type=int, default=3)
+    ap.add_argument("--cells", type=int, default=90, help="cells per field (those that fit)")
+    ap.add_argument("--infected-share", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    truth = {}
+    for f in range(args.fields):
+        cells = []
+        for _ in range(args.cells):
+            infected = bool(rng.random() < args.infected_share)
+            cells.append((drawn_cell(rng, infected), "Parasitized" if infected else "Uninfected"))
+        field, placed = compose_field(cells, (960, 1280), rng, touching_pairs=5)
+        name = f"field-{f + 1:02d}.png"
+        Image.fromarray(field).save(out / name)
+        truth[name] = [asdict(p) for p in placed]
+        print(f"{out / name}: {len(placed)} cells, {sum(p.label == 'Parasitized' for p in placed)} drawn as infected")
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

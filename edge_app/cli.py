@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import click
 
@@ -78,7 +80,7 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
         raise click.UsageError("--resume and --overwrite contradict each other")
     fmt = _format_for(output, fmt)
     try:
-        files = expand_paths(paths, recursive=recursive)
+        files = expand_paths(paths, recursive=recursive, on_skipped=_warn_skipped)
     except FileNotFoundError as exc:
         raise SetupError(str(exc)) from None
     bundle = _load_model(model, threads)
@@ -195,8 +197,15 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
     if not os.path.isdir(folder):
         click.echo(f"warning: {folder} does not exist yet; waiting for it to appear (a USB stick?)", err=True)
     with writer:
+        warned: set[str] = set()
+
+        def warn_once(path: str, reason: str) -> None:  # the folder is looked at every few seconds: say it once
+            if path not in warned:
+                warned.add(path)
+                _warn_skipped(path, reason)
+
         total = watch_folder(folder, bundle, writer, stop, interval, settle, batch_size, threads, recursive,
-                             on_batch=lambda s: click.echo(s.text(), err=True))
+                             on_batch=lambda s: click.echo(s.text(), err=True), on_skipped=warn_once)
     click.echo(f"stopped; this session: {total.text()}", err=True)
 
 
@@ -279,6 +288,10 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
         raise SetupError(str(exc)) from None
 
 
+def _warn_skipped(folder: str, reason: str) -> None:
+    click.echo(f"warning: cannot read folder {folder} ({reason}); its images are skipped", err=True)
+
+
 def _interactive() -> bool:
     """Whether someone can answer a prompt: standard input is a terminal."""
     return sys.stdin.isatty()
@@ -329,7 +342,7 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
     from edge_app.preprocess import ImageError, load_rgb
 
     try:
-        files = expand_paths(paths, recursive=True)
+        files = expand_paths(paths, recursive=True, on_skipped=_warn_skipped)
     except FileNotFoundError as exc:
         raise SetupError(str(exc)) from None
     if not files:
@@ -382,8 +395,14 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
         if not replay:
             raise click.UsageError("no terminal to press Enter in between fields: give --interval SECONDS")
         interval = 0.0  # a replay needs no one to move the slide
+    frames = Path(out) / "fields"
+    old_frames = sorted(frames.glob("field-*.png")) if frames.is_dir() else []
+    if old_frames and not (resume or overwrite):
+        raise SetupError(f"{frames} already holds {_plural(len(old_frames), 'frame')} of a slide: add --resume to add fields "
+                         "to it, or --overwrite to start it afresh (its frames are deleted)")
     run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite)
-    frames = run.out / "fields"
+    if overwrite:
+        shutil.rmtree(frames, ignore_errors=True)  # one slide's frames must never sit beside another's
     frames.mkdir(exist_ok=True)
     start = len(run.counts)
     try:

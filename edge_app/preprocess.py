@@ -80,6 +80,24 @@ def load_rgb(
         # Pillow reports truncated and corrupt data as OSError/SyntaxError.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"corrupt image: {reason}") from None
+    except Exception as exc:
+        # Fuzzed files make Pillow's plugins raise anything (a TypeError from a TIFF tag): still the file's fault.
+        # An exception raised in our own code is not, and propagates.
+        if not _raised_in_decoder(exc):
+            raise
+        reason = " ".join(str(exc).split())
+        raise ImageError(f"corrupt image: {type(exc).__name__}{': ' + reason if reason else ''}") from None
+
+
+_DECODER_PACKAGES = (f"{os.sep}PIL{os.sep}", f"{os.sep}cv2{os.sep}")
+
+
+def _raised_in_decoder(exc: BaseException) -> bool:
+    """Whether the innermost frame of the exception's traceback is inside Pillow or OpenCV."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and any(p in tb.tb_frame.f_code.co_filename for p in _DECODER_PACKAGES)
 
 
 def _plain_rgb_png(img: Image.Image) -> bool:

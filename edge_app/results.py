@@ -48,6 +48,26 @@ class Row:
         }
 
 
+#: A CSV cell starting with one of these is run as a formula by spreadsheets (a file named "=HYPERLINK(...).png").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell made safe to open in a spreadsheet: a leading formula character (or quote) gets a quote before it.
+
+    Quoting a leading quote too keeps it reversible (`csv_value`), so a
+    resumed run still recognises every path it wrote.
+    """
+    if isinstance(value, str) and value.startswith((*_FORMULA_STARTS, "'")):
+        return "'" + value
+    return value
+
+
+def csv_value(cell: str) -> str:
+    """The text `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def encode_rows(rows: Iterable[Record], fmt: str, header: bool = False, fields: Sequence[str] = FIELDS) -> str:
     buf = io.StringIO()
     if fmt == "csv":
@@ -56,7 +76,7 @@ def encode_rows(rows: Iterable[Record], fmt: str, header: bool = False, fields: 
             writer.writerow(fields)
         for r in rows:
             d = r.as_dict()
-            writer.writerow(["" if d[k] is None else d[k] for k in fields])
+            writer.writerow(["" if d[k] is None else csv_cell(d[k]) for k in fields])
     else:
         for r in rows:
             buf.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
@@ -73,14 +93,42 @@ def read_rows(path: str, fmt: str, fields: Sequence[str] = FIELDS) -> list[dict]
         reader = csv.DictReader(io.StringIO(text))
         if text and tuple(reader.fieldnames or ()) != tuple(fields):
             raise OutputError(f"{path}: not this kind of malaria-edge CSV (header {reader.fieldnames}, expected {list(fields)})")
-        return list(reader)
+        return [{k: csv_value(v) if isinstance(v, str) else v for k, v in row.items()} for row in reader]
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             raise OutputError(f"{path}:{i}: not a JSON line; is this a CSV file? (use --format csv)") from None
+        if not isinstance(row, dict) or not set(fields) <= row.keys():
+            raise OutputError(f"{path}:{i}: not this kind of malaria-edge JSON line (expected the keys {', '.join(fields)})")
+        rows.append(row)
     return rows
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace a file's contents all at once: written to a temporary file beside it, synced, then renamed over it.
+
+    A power cut leaves the old file or the new one, never a torn one that a
+    later `--resume` would fail to read.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)  # the rename itself is durable once the folder is synced
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class ResultWriter:

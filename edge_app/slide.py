@@ -32,7 +32,7 @@ from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
-from edge_app.results import OutputError, ResultWriter, read_rows
+from edge_app.results import OutputError, ResultWriter, read_rows, write_atomic
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -144,12 +144,15 @@ class SlideRun:
                     "stain_cell_colour": list(self.model.cell_colour) if self.model.cell_colour else None}
         record = self.out / "counting.json"
         if resume and record.exists():
-            before = json.loads(record.read_text())
+            try:
+                before = json.loads(record.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):  # written atomically since: only an old app's torn file
+                before = {"unreadable": "counting.json"}
             if before != counting:
                 self.writer.close()
                 raise OutputError(f"{self.out} was counted with {_differences(before, counting)}; resume it with the same "
                                   "--model, --detector and --threshold, or count into a new folder")
-        record.write_text(json.dumps(counting, indent=1))
+        write_atomic(record, json.dumps(counting, indent=1))
 
     @property
     def done(self) -> set[str]:
@@ -210,8 +213,8 @@ class SlideRun:
                         "annotated": str(a) if (self.out / a).exists() else None}
                        for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.out / "report.html").write_text(render_html(summary, total, self._thumbnails(), self.out, self.embed), encoding="utf-8")
+        write_atomic(self.out / "summary.json", json.dumps(summary, indent=1))
+        write_atomic(self.out / "report.html", render_html(summary, total, self._thumbnails(), self.out, self.embed))
         return summary
 
     def _thumbnails(self) -> list[Thumbnail]:

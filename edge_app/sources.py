@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,15 +28,22 @@ class Decoded:
     error: str | None = None
 
 
-def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[str]:
+def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True,
+                 on_skipped: Callable[[str, str], None] | None = None) -> list[str]:
     """Files as given, plus the image files inside folders (sorted, hidden files skipped), without repeats.
 
     A file named explicitly is kept whatever its suffix, so a non-image gets
     an error row instead of silently vanishing. A missing path raises
-    FileNotFoundError: that is a usage error, not a bad input.
+    FileNotFoundError: that is a usage error, not a bad input. A folder
+    inside that cannot be listed (no permission, vanished, a link loop) is
+    skipped and reported to `on_skipped(folder, reason)`: one bad folder must
+    not stop a day's batch. A folder reached twice (a link to a parent, or
+    to a folder already walked) is walked once.
     """
     out: list[str] = []
     seen: set[tuple[int, int] | str] = set()
+    walked: set[tuple[int, int]] = set()
+    report = on_skipped or (lambda folder, reason: None)
 
     def add(p: str, key: tuple[int, int] | str) -> None:
         if key not in seen:
@@ -46,7 +53,7 @@ def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True) -> 
     for raw in paths:
         p = os.fspath(raw)
         if os.path.isdir(p):
-            for found, key in _walk_images(p, recursive):
+            for found, key in _walk_images(p, recursive, walked, report):
                 add(found, key)
         elif os.path.lexists(p):
             try:
@@ -59,31 +66,39 @@ def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True) -> 
     return out
 
 
-def _walk_images(folder: str, recursive: bool) -> Iterator[tuple[str, tuple[int, int]]]:
+def _walk_images(folder: str, recursive: bool, walked: set[tuple[int, int]],
+                 report: Callable[[str, str], None]) -> Iterator[tuple[str, tuple[int, int]]]:
     """Image files under `folder` with their (device, inode): the same file reached twice, e.g. through a link, is one file.
 
     The inode of a plain entry comes free with the directory listing; only
-    links are stat'ed. Resolving every path with realpath instead cost 60 us
-    a file, most of the app's start-up on a folder of a few thousand cells.
+    links are stat'ed. Resolving every path with realpath instead cost most
+    of the app's start-up on a folder of a few thousand cells.
     """
-    device = os.stat(folder).st_dev
-    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    try:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in walked:
+            return
+        walked.add((st.st_dev, st.st_ino))
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        report(folder, exc.strerror or type(exc).__name__)
+        return
     for e in entries:
         if e.name.startswith("."):
             continue
         if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file():
             if not e.is_symlink():
-                yield os.path.join(folder, e.name), (device, e.inode())
+                yield os.path.join(folder, e.name), (st.st_dev, e.inode())
                 continue
             try:
-                st = e.stat()
+                target = e.stat()
             except OSError:  # gone since the listing (a watched folder): nothing to classify
                 continue
-            yield os.path.join(folder, e.name), (st.st_dev, st.st_ino)
+            yield os.path.join(folder, e.name), (target.st_dev, target.st_ino)
     if recursive:
         for e in entries:
             if not e.name.startswith(".") and e.is_dir():
-                yield from _walk_images(os.path.join(folder, e.name), recursive)
+                yield from _walk_images(os.path.join(folder, e.name), recursive, walked, report)
 
 
 def _decode(path: str, size: int, fit: str) -> Decoded:
@@ -91,6 +106,8 @@ def _decode(path: str, size: int, fit: str) -> Decoded:
         return Decoded(path, preprocess(path, size, fit))
     except ImageError as exc:
         return Decoded(path, None, str(exc))
+    except Exception as exc:  # not the file's fault: a bug of ours, which must surface, with the file that hit it
+        raise RuntimeError(f"internal error while decoding {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def decode_stream(paths: Sequence[str], size: int, fit: str, workers: int = 2, chunk: int = 8) -> Iterator[Decoded]:

@@ -9,7 +9,7 @@ cells' median (`"stain": {"cell_colour": [...]}` in the classifier's
 sidecar). One gain per channel for the whole field keeps every difference
 between the field's cells, which is where the parasites are; only the
 field's overall shade moves. The effect on real fields is measured by
-benchmarks/real_fields.py (see the model card, "Real fields").
+benchmarks/real_fields.py (models/DETAILS.md, "Real fields").
 """
 
 from __future__ import annotations
@@ -53,5 +53,9 @@ def match_stain(cells: np.ndarray, reference: Sequence[float]) -> np.ndarray:
     same resize on both sides, so edge pixels blended with the black
     background weigh the same in both medians.
     """
-    gains = stain_gains(cells, reference)
-    return np.clip(np.rint(cells.astype(np.float32) * gains), 0, 255).astype(np.uint8)
+    return apply_gains(cells, stain_gains(cells, reference))
+
+
+def apply_gains(pixels: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """uint8 RGB pixels with each channel scaled by its gain, rounded and clipped; black stays black."""
+    return np.clip(np.rint(pixels.astype(np.float32) * gains), 0, 255).astype(np.uint8)

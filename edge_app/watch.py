@@ -61,6 +61,7 @@ def watch(
     threads: int = 2,
     recursive: bool = True,
     on_batch: Callable[[Summary], None] | None = None,
+    on_skipped: Callable[[str, str], None] | None = None,
 ) -> Summary:
     """Poll `folder` until `stop` is set; returns the totals of this session, over the session's whole time."""
     done = set(writer.done_paths)
@@ -69,7 +70,7 @@ def watch(
     started = time.monotonic()
     while not stop.is_set():
         try:
-            candidates = [p for p in expand_paths([folder], recursive) if p not in done]
+            candidates = [p for p in expand_paths([folder], recursive, on_skipped) if p not in done]
         except FileNotFoundError:  # a USB stick unplugged: wait for it to come back
             candidates = []
         ready = tracker.ready(candidates, time.monotonic())

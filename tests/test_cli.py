@@ -230,3 +230,19 @@ def test_progress_bar_only_on_a_terminal(cells_dir, tiny_model):
     assert len(_csv(out.decode())) == 6  # results on stdout are untouched by the bar
     piped = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert "Classifying" not in piped.stderr and "6 images" in piped.stderr
+
+
+def test_an_unreadable_folder_is_a_warning_and_the_rest_is_classified(cells_dir, tiny_model, tmp_path, monkeypatch):
+    real = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "sub":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"warning: cannot read folder {cells_dir / 'sub'} (Permission denied)" in res.output
+    assert len(_csv(out.read_text())) == 5

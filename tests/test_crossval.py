@@ -1,6 +1,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from training.crossval import compare_markdown, summarise
@@ -54,7 +55,9 @@ def test_cross_validation_runs_every_fold(tmp_path):
     for k in range(3):
         tested |= set(json.loads((tmp_path / "cv" / f"fold{k}" / "split.json").read_text())["test"])
     assert len(tested) == 9  # every patient is tested exactly once across the folds
-    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"]["roc_auc"]["mean"] >= 0
+    fold_aucs = [json.loads((tmp_path / "cv" / f"fold{k}" / "evaluation.json").read_text())["test"]["roc_auc"] for k in range(3)]
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"]["roc_auc"]
+    assert summary["mean"] == pytest.approx(np.mean(fold_aucs)) and summary["std"] == pytest.approx(np.std(fold_aucs, ddof=1))
 
     # An interrupted cross-validation resumes: finished folds with the same config are not retrained...
     (tmp_path / "cv" / "fold2" / "evaluation.json").unlink()

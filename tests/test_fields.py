@@ -75,3 +75,7 @@ def test_export_cells_writes_one_crop_per_box(tmp_path):
     crop = np.asarray(Image.open(next((tmp_path / "cells" / "Parasitized").glob("*.png"))))
     assert crop.shape[:2] == (44, 44)  # the box and the crop margin
     assert (crop[0, 0] == 0).all() and (crop[22, 22] == (150, 80, 120)).all()  # the cell on black
+    # Stain-matched like the app matches a field before classifying: the field's cells take the reference colour.
+    counts = export_cells(tmp_path, ["F0001.png"], tmp_path / "matched", stain=([180.0, 160.0, 150.0], 16, "pad"))
+    matched = np.asarray(Image.open(next((tmp_path / "matched" / "Parasitized").glob("*.png"))))
+    assert (matched[0, 0] == 0).all() and np.abs(matched[22, 22].astype(int) - (180, 160, 150)).max() <= 2

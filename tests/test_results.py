@@ -73,3 +73,24 @@ def test_resume_with_the_wrong_format_is_refused(tmp_path):
 def test_resume_needs_a_file():
     with pytest.raises(OutputError, match="--output"):
         ResultWriter(None, "csv", resume=True)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped_and_read_back(tmp_path):
+    out = tmp_path / "r.csv"
+    names = ["=HYPERLINK(\"http://x\").png", "+1.png", "-2.png", "@SUM(A1).png", "'quoted.png", "plain.png"]
+    with ResultWriter(str(out), "csv") as w:
+        w.write([Row(n, None, None, "error", "=cmd|' /C calc'!A0") for n in names])
+    with open(out, newline="") as f:
+        cells = list(csv.reader(f))[1:]
+    assert [c[0] for c in cells] == ["'" + n for n in names[:5]] + ["plain.png"]
+    assert all(c[4].startswith("'=") for c in cells)
+    assert [r["path"] for r in read_rows(str(out), "csv")] == names  # a resume still knows every path it wrote
+    with ResultWriter(str(out), "csv", resume=True) as w:
+        assert w.done_paths == set(names)
+
+
+def test_a_jsonl_file_of_other_records_is_not_resumed(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"file": "a.png", "result": 1}\n')
+    with pytest.raises(OutputError, match="expected the keys path, label"):
+        ResultWriter(str(out), "jsonl", resume=True)

@@ -117,7 +117,7 @@ def test_blank_field_is_counted_as_empty(tiny_model, tmp_path):
     Image.new("RGB", (300, 200), (228, 218, 226)).save(tmp_path / "blank.png")
     res = run("smear", tmp_path / "blank.png", "--out", tmp_path / "s", "--model", tiny_model, "--format", "jsonl")
     assert res.exit_code == 0 and "0 cells" in res.output and "slide: no red cells found in any field" in res.output
-    assert [r["status"] for r in read_rows(str(tmp_path / "s" / "cells.jsonl"), "jsonl")] == ["empty"]
+    assert [r["status"] for r in read_rows(str(tmp_path / "s" / "cells.jsonl"), "jsonl", CELL_FIELDS)] == ["empty"]
 
 
 def test_capture_replay_without_a_terminal_goes_straight_on(fields, tiny_model, tmp_path):
@@ -272,3 +272,25 @@ def test_smear_with_a_detector_records_it_and_refuses_another_on_resume(tiny_det
     both = run("smear", folder, "--out", tmp_path / "x", "--model", tiny_model, "--detector", tiny_detector,
                "--segmenter", "classical")
     assert both.exit_code == 2 and "contradict" in both.output
+
+
+def test_capture_overwrite_starts_the_slides_frames_afresh(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    out = tmp_path / "slide"
+    assert run("capture", "--fields", 3, "--interval", 0, "--replay", folder, "--out", out, "--model", tiny_model).exit_code == 0
+    (out / "cells.csv").unlink()  # even with its results gone, the frames of the first patient must not be mixed in
+    refused = run("capture", "--fields", 1, "--interval", 0, "--replay", folder, "--out", out, "--model", tiny_model)
+    assert refused.exit_code == 2 and "already holds 3 frames" in refused.output
+    again = run("capture", "--fields", 1, "--interval", 0, "--replay", folder, "--out", out, "--model", tiny_model, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (out / "fields").iterdir()) == ["field-0001.png"]
+    assert len(json.loads((out / "summary.json").read_text())["fields"]) == 1
+
+
+def test_a_torn_counting_record_is_refused_with_a_message(fields, tiny_model, tmp_path):
+    folder, _, _ = fields
+    out = tmp_path / "slide"
+    assert run("smear", folder / "field0.png", "--out", out, "--model", tiny_model).exit_code == 0
+    (out / "counting.json").write_text('{"model_sha256": "3e2b')  # cut by a power failure (an older app wrote it in place)
+    res = run("smear", folder / "field1.png", "--out", out, "--model", tiny_model, "--resume")
+    assert res.exit_code == 2 and "was counted with" in res.output and "Traceback" not in res.output

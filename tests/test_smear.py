@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks.synthetic_fields import BACKGROUND, compose_field, match
 from edge_app.model import ModelBundle
@@ -135,3 +138,15 @@ def test_scale_bar_and_cells_under_it_are_not_counted(with_detector, tiny_detect
     assert len(found) == 4, centres_found
     assert all(abs(cx - 180) > 30 or abs(cy - 200) > 30 for cx, cy in centres_found)
     assert find_cells(_discs(centres), detector).__len__() == 5  # the same cells without the bar are all counted
+
+
+def test_demo_fields_script_writes_fields_and_their_truth(tmp_path):
+    from benchmarks.synthetic_fields import main
+
+    assert main(["--out", str(tmp_path / "demo"), "--fields", "2", "--cells", "30", "--infected-share", "0.3"]) == 0
+    truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
+    assert sorted(truth) == ["field-01.png", "field-02.png"]
+    assert all(len(cells) > 10 for cells in truth.values())
+    assert any(c["label"] == "Parasitized" for cells in truth.values() for c in cells)
+    found = segment_cells(np.asarray(Image.open(tmp_path / "demo" / "field-01.png")))
+    assert abs(len(found) - len(truth["field-01.png"])) <= 3  # drawn cells look like cells to the segmentation

@@ -66,3 +66,22 @@ def test_file_vanishing_after_listing_is_an_error_row(tmp_path):
     p.unlink()
     (only,) = list(decode_stream(files, 16, "pad"))
     assert only.pixels is None and "not found" in only.error
+
+
+def test_a_link_loop_is_walked_once(cells_dir):
+    os.symlink("..", cells_dir / "sub" / "loop")
+    assert len(expand_paths([cells_dir])) == 6
+
+
+def test_an_unreadable_folder_is_reported_and_skipped(cells_dir, monkeypatch):
+    real = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "sub":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped = []
+    files = expand_paths([cells_dir], on_skipped=lambda folder, reason: skipped.append((folder, reason)))
+    assert len(files) == 5 and skipped == [(str(cells_dir / "sub"), "Permission denied")]

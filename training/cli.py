@@ -145,13 +145,22 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, seed, max_
 @click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
 @click.option("--out", required=True, help="NIH-style folder to write (Parasitized/, Uninfected/).")
 @click.option("--exclude-run", default=None, type=click.IntRange(0), help="Leave out this run of consecutive frames (its cells are the test).")
-def field_cells_cmd(data, out, exclude_run) -> None:
+@click.option("--stain-like", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A classifier bundle whose sidecar has a stain reference: match each field's stain to it, as the app does before classifying.")
+def field_cells_cmd(data, out, exclude_run, stain_like) -> None:
     """Cut the annotated cells of hand-boxed fields (DATA: images/ and annotations.json) out for classifier training."""
+    from edge_app.model import read_sidecar
     from training.fields import export_cells, load_annotations, runs_of
 
     runs = runs_of(sorted(load_annotations(Path(data) / "annotations.json")))
     names = [n for i, r in enumerate(runs) if i != exclude_run for n in r]
-    counts = export_cells(data, names, out)
+    stain = None
+    if stain_like:
+        meta = read_sidecar(stain_like)
+        if not meta.get("stain"):
+            raise click.ClickException(f"{stain_like} has no stain reference: run `malaria-quantize stain {stain_like}` first")
+        stain = (meta["stain"]["cell_colour"], int(meta["input"]["size"]), str(meta["preprocessing"]["fit"]))
+    counts = export_cells(data, names, out, stain)
     click.echo(f"{len(names)} fields: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" cells in {out}", err=True)
 
 

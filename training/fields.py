@@ -176,19 +176,25 @@ def pooled(scores: list[FieldScore]) -> FieldScore:
     return FieldScore(*(sum(getattr(s, f) for s in scores) for f in FieldScore.__dataclass_fields__))
 
 
-def export_cells(data: str | Path, names: list[str], out: str | Path) -> dict[str, int]:
+def export_cells(data: str | Path, names: list[str], out: str | Path,
+                 stain: tuple[list[float], int, str] | None = None) -> dict[str, int]:
     """Cut every annotated cell of these fields out as the app cuts out a detected one, into an NIH-style folder.
 
     `out/Parasitized/` and `out/Uninfected/` get one lossless PNG per
     infected or healthy box (difficult boxes are left out), named after the
     field, so the classifier can be trained on the fields' cells through the
     same preprocessing as the NIH cells (`malaria-train fit --extra-cells`).
+    With `stain` (a classifier's reference colour, input size and fit), each
+    field's cells get the per-channel gains the app would give them
+    (edge_app.stain, measured on the cells as the model sees them), so the
+    classifier learns from cells stained as it will see them.
     """
     from PIL import Image
 
     from edge_app.labels import LABELS
-    from edge_app.preprocess import load_rgb
+    from edge_app.preprocess import fit_square, load_rgb
     from edge_app.smear import cells_in_boxes
+    from edge_app.stain import apply_gains, stain_gains
 
     annotations = load_annotations(Path(data) / "annotations.json")
     counts = {label: 0 for label in LABELS}
@@ -199,9 +205,13 @@ def export_cells(data: str | Path, names: list[str], out: str | Path) -> dict[st
         cells = cells_in_boxes(load_rgb(Path(data) / "images" / name), [(b.x, b.y, b.w, b.h) for b in boxes])
         if len(cells) != len(boxes):
             raise ValueError(f"{name}: a box lies outside the image")
+        gains = np.ones(3, np.float32)
+        if stain is not None and cells:
+            reference, size, fit = stain
+            gains = stain_gains(np.stack([fit_square(c.crop, size, fit) for c in cells]), reference)
         for i, (b, cell) in enumerate(zip(boxes, cells)):
             label = LABELS[1] if b.infected else LABELS[0]
-            Image.fromarray(cell.crop).save(Path(out) / label / f"{Path(name).stem}_cell{i:03d}_{b.kind.replace(' ', '-')}.png")
+            Image.fromarray(apply_gains(cell.crop, gains)).save(Path(out) / label / f"{Path(name).stem}_cell{i:03d}_{b.kind.replace(' ', '-')}.png")
             counts[label] += 1
     return counts
 
