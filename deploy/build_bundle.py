@@ -65,6 +65,15 @@ def wheel_is_for(name: str, target: str) -> bool:
     return True
 
 
+def requirements(wheels: Path) -> str:
+    """Every wheel of the bundle pinned to its version and sha256: install.sh installs exactly these (pip --require-hashes)."""
+    lines = []
+    for w in sorted(wheels.glob("*.whl")):
+        name, version = w.name.split("-")[:2]
+        lines.append(f"{name.replace('_', '-')}=={version} --hash=sha256:{hashlib.sha256(w.read_bytes()).hexdigest()}\n")
+    return "".join(lines)
+
+
 def build(target: str, out: Path) -> Path:
     from edge_app import __version__
 
@@ -81,6 +90,7 @@ def build(target: str, out: Path) -> Path:
             raise SystemExit(f"wheels for the wrong platform in the bundle: {wrong}")
         if any(w.name.startswith(("tensorflow", "keras")) for w in wheels.glob("*.whl")):
             raise SystemExit("tensorflow ended up in the bundle: the app must not depend on it")
+        (stage / "requirements.txt").write_text(requirements(wheels))
         shutil.copy2(INSTALLER, stage / "install.sh")
         shutil.copy2(UNIT, stage / UNIT.name)
         sums = []

@@ -20,7 +20,7 @@ from edge_app import __version__
 from edge_app.classify import classify_stream, duration_text
 from edge_app.model import ModelBundle, ModelError, default_model_path
 from edge_app.native_log import native_stderr_silenced
-from edge_app.results import FORMATS, OutputError, ResultWriter
+from edge_app.results import FORMATS, OutputError, ResultWriter, record_provenance
 from edge_app.sources import decode_stream, expand_paths
 
 
@@ -86,6 +86,8 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
     bundle = _load_model(model, threads)
     try:
         writer = ResultWriter(output, fmt, resume=resume, overwrite=overwrite)
+        if output:
+            record_provenance(output, _provenance(bundle, bundle.threshold if threshold is None else threshold), resume)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
     with writer:
@@ -126,9 +128,10 @@ def info(model) -> None:
     bundle = _load_model(model, threads=1)
     meta = bundle.meta
     click.echo(f"model:       {bundle.path}")
-    click.echo(f"name:        {bundle.name}")
+    click.echo(f"name:        {bundle.name}, version {bundle.version}")
     click.echo(f"runtime:     {bundle.runtime.name} {bundle.runtime.version}")
-    click.echo(f"input:       {bundle.input.size}x{bundle.input.size} RGB, {bundle.input.dtype}, fit={bundle.fit}")
+    click.echo(f"input:       {bundle.input.size}x{bundle.input.size} RGB, {bundle.input.dtype}, fit={bundle.fit}, "
+               f"resize={bundle.meta['preprocessing']['resize']}")
     click.echo(f"labels:      {', '.join(meta['labels'])}")
     click.echo(f"threshold:   {bundle.threshold:.4f} (P(Parasitized) at or above is Parasitized)")
     click.echo(f"temperature: {bundle.temperature:.4f}")
@@ -188,6 +191,7 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
     bundle = _load_model(model, threads)
     try:
         writer = ResultWriter(output, _format_for(output, fmt), resume=True)
+        record_provenance(output, _provenance(bundle, bundle.threshold), resume=True)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
     stop = threading.Event()
@@ -286,6 +290,12 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
                         detector=finder, embed=embed)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
+
+
+def _provenance(bundle: ModelBundle, threshold: float) -> dict:
+    """What a results file records about its maker (edge_app.results.record_provenance)."""
+    return {"app": f"malaria-edge {__version__}", "model": bundle.name, "model_version": bundle.version,
+            "model_sha256": bundle.meta["tflite_sha256"], "threshold": threshold}
 
 
 def _warn_skipped(folder: str, reason: str) -> None:

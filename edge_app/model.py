@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_app.labels import LABELS
 from edge_app.parasitemia import CountingErrors
-from edge_app.preprocess import FIT_METHODS
+from edge_app.preprocess import FIT_METHODS, RESIZE_METHOD
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
 FORMAT = "malaria-edge-model/1"
@@ -64,15 +64,14 @@ def update_sidecar(tflite: str | Path, key: str, block: Any) -> None:
 
 
 def shipped_path(name: str, env_var: str) -> Path:
-    """A shipped bundle: $env_var, the repo's models/ (source checkout), or the installed copy."""
+    """A shipped bundle: $env_var, else the installed package data (malaria_edge_models: the repo's models/ folder)."""
     env = os.environ.get(env_var)
     if env:
         return Path(env)
-    candidates = [
-        Path(__file__).resolve().parent.parent / "models" / name,
-        Path(sys.prefix) / "share" / "malaria-edge" / "models" / name,
-    ]
-    return next((c for c in candidates if c.exists()), candidates[0])
+    try:
+        return Path(str(resources.files("malaria_edge_models") / name))
+    except ModuleNotFoundError:  # not installed, run from elsewhere: the checkout beside this file
+        return Path(__file__).resolve().parent.parent / "models" / name
 
 
 def default_model_path() -> Path:
@@ -102,6 +101,8 @@ class ModelBundle:
         self.meta = _read_sidecar(self.path)
         self.input = InputSpec(int(self.meta["input"]["size"]), str(self.meta["input"]["dtype"]))
         self.fit = str(self.meta["preprocessing"]["fit"])
+        #: The model's own version (the sidecar's "version"): which training run made it, for results to name.
+        self.version = str(self.meta.get("version", "unversioned"))
         self.threshold = float(self.meta["threshold"])
         self.temperature = float(self.meta.get("temperature", 1.0))
         c = self.meta.get("counting")
@@ -239,6 +240,10 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
         problems.append(f"input dtype {dtype!r}")
     if fit not in FIT_METHODS:
         problems.append(f"preprocessing fit {fit!r}")
+    resize = meta["preprocessing"].get("resize") if isinstance(meta["preprocessing"], dict) else None
+    if resize != RESIZE_METHOD:
+        problems.append(f"preprocessing resize {resize or 'not recorded (an older model, trained on Pillow-resized cells)'}: "
+                        f"this app resizes by {RESIZE_METHOD}; retrain the model (malaria-train fit, then malaria-quantize convert)")
     if not 0.0 <= threshold <= 1.0:
         problems.append(f"threshold {threshold}")
     if not temperature > 0:

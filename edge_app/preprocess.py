@@ -9,6 +9,8 @@ network's range lives inside the model, so the output here is raw uint8 RGB.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -22,10 +24,18 @@ ImageSource = Union[str, os.PathLike, BinaryIO]
 #: each side independently, as the public malaria notebooks do.
 FIT_METHODS = ("pad", "stretch")
 
+#: How `fit_square` resizes, as a model's sidecar records it: a model trained on other pixels (releases 1 and 2
+#: used Pillow's bilinear resize) would see slightly different cells here, so the app refuses it (edge_app.model).
+RESIZE_METHOD = "opencv-area-shrink-linear-enlarge"
+
 #: A cell image is a few hundred pixels a side and a microscope field a few
 #: megapixels; anything above this is a mistake or a decompression bomb.
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+#: Images above this many pixels are decoded one at a time, whatever the number of decoding threads: a few
+#: such frames at once would need hundreds of megabytes, and a Pi 4 may have 2 GB for everything.
+LARGE_PIXELS = 4_000_000
+_LARGE_DECODES = threading.BoundedSemaphore(1)
 
 
 class ImageError(ValueError):
@@ -37,12 +47,18 @@ def load_rgb(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    reduce_to: int | None = None,
 ) -> np.ndarray:
     """Decode an image fully, upright and as (H, W, 3) 8-bit RGB pixels, or raise ImageError with a one-line reason.
 
     Size limits are checked on the header before any pixel is decoded, so a
     bomb costs nothing; Pillow's own DecompressionBombError stays as a second
-    line of defence.
+    line of defence. With `reduce_to`, an image much larger than that (a
+    side) is shrunk by a whole factor while it is decoded (JPEG's draft
+    mode, else Pillow's box reduce), keeping its shorter side at least twice
+    `reduce_to`: a 40-megapixel photo dropped among cell images then costs
+    tens of megabytes, not a gigabyte, and the final area resize sees the
+    same average it would have.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -61,11 +77,17 @@ def load_rgb(
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
-            if _plain_rgb_png(img) and (pixels := _decode_png(source, width, height)) is not None:
+            factor = min(width, height) // (2 * reduce_to) if reduce_to else 1
+            if factor < 2 and _plain_rgb_png(img) and (pixels := _decode_png(source, width, height)) is not None:
                 return pixels
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-            return np.asarray(_to_rgb(upright))
+            if factor >= 2 and img.format == "JPEG":
+                img.draft("RGB", (width // factor, height // factor))
+                factor = min(img.size) // (2 * reduce_to)
+            with _LARGE_DECODES if width * height > LARGE_PIXELS else nullcontext():
+                img.load()
+                small = _reducible(img).reduce(factor) if factor >= 2 else img
+                upright = ImageOps.exif_transpose(small)
+                return np.asarray(_to_rgb(upright))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -136,13 +158,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB, compositing transparency onto black like the dataset's background."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        # Pillow clips wide integer and float modes to 255 when converting;
-        # rescale instead so a 16-bit camera frame keeps its contrast.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if img.mode == "F" and arr.max(initial=0) <= 1.0 else (255.0 if arr.max(initial=0) <= 255 else 65535.0)
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
+    if img.mode in WIDE_MODES:
+        return _gray8(img).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -153,6 +170,37 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGB")
     except ValueError as exc:
         raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+_ROWS_AT_ONCE = 256
+#: Pillow modes wider than 8 bits a channel: 16-bit camera frames and scientific TIFFs.
+WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def _gray8(img: Image.Image) -> Image.Image:
+    """A wide greyscale image as 8-bit "L", scaled to its range (0-1, 0-255 or 0-65535) rather than clipped at 255.
+
+    Converted by strips of rows in float32: never a copy of the whole image
+    wider than the 8-bit result (a float64 copy of a 40-megapixel frame was
+    320 MB).
+    """
+    peak = float(img.getextrema()[1])
+    top = 1.0 if img.mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0)
+    width, height = img.size
+    gray = np.empty((height, width), np.uint8)
+    for start in range(0, height, _ROWS_AT_ONCE):
+        rows = np.asarray(img.crop((0, start, width, min(height, start + _ROWS_AT_ONCE)))).astype(np.float32)
+        gray[start:start + _ROWS_AT_ONCE] = np.clip(rows / top * 255.0 + 0.5, 0, 255)
+    return Image.fromarray(gray)
+
+
+def _reducible(img: Image.Image) -> Image.Image:
+    """The image in a mode Pillow's reduce() handles: wide modes as 8-bit grey, palettes expanded."""
+    if img.mode in WIDE_MODES:
+        return _gray8(img)
+    if img.mode == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    return img
 
 
 def fit_square(pixels: np.ndarray | Image.Image, size: int, fit: str = "pad") -> np.ndarray:
@@ -189,5 +237,8 @@ def preprocess(source: ImageSource | Image.Image, size: int, fit: str = "pad") -
 
     This is the function both training and the app call.
     """
-    pixels = np.asarray(_to_rgb(ImageOps.exif_transpose(source))) if isinstance(source, Image.Image) else load_rgb(source)
+    if isinstance(source, Image.Image):
+        pixels = np.asarray(_to_rgb(ImageOps.exif_transpose(source)))
+    else:
+        pixels = load_rgb(source, reduce_to=size)
     return fit_square(pixels, size, fit)

@@ -17,6 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import IO, Iterable, Protocol, Sequence
 
+#: Results are patients' data: new results files are readable by their owner only (and a slide's folder, SLIDE_MODE).
+RESULTS_MODE = 0o600
+SLIDE_MODE = 0o700
+
 #: Columns of `classify` results; other commands pass their own, the input's path first.
 FIELDS = ("path", "label", "probability", "status", "error")
 FORMATS = ("csv", "jsonl")
@@ -106,6 +110,33 @@ def read_rows(path: str, fmt: str, fields: Sequence[str] = FIELDS) -> list[dict]
     return rows
 
 
+def provenance_path(output: str | os.PathLike) -> str:
+    return f"{os.fspath(output)}.provenance.json"
+
+
+def record_provenance(output: str | os.PathLike, record: dict, resume: bool) -> None:
+    """Write beside a results file which app and model made it, at which threshold; a resumed file keeps its maker.
+
+    Rows made by two models, or at two thresholds, in one file cannot be
+    told apart afterwards, so continuing a file with another model or
+    threshold is refused. A file from before provenance was recorded is
+    continued and gets its record.
+    """
+    path = provenance_path(output)
+    if resume and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            before = {}
+        changed = [k for k in ("model_sha256", "threshold") if k in before and before[k] != record.get(k)]
+        if changed:
+            raise OutputError(f"{output} was written by {before.get('model', '?')} (sha256 {str(before.get('model_sha256'))[:12]}) "
+                              f"at threshold {before.get('threshold')}; this run would use {record.get('model')} (sha256 "
+                              f"{str(record.get('model_sha256'))[:12]}) at {record.get('threshold')}: write to a new file")
+    write_atomic(path, json.dumps(record, indent=1))
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace a file's contents all at once: written to a temporary file beside it, synced, then renamed over it.
 
@@ -114,7 +145,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     """
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, RESULTS_MODE), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -166,7 +197,7 @@ class ResultWriter:
             if os.path.getsize(path) == 0:  # the cut took a torn header
                 self._write(encode_rows((), fmt, header=True, fields=self.fields))
         else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, RESULTS_MODE)
             self._write(encode_rows((), fmt, header=True, fields=self.fields))
             self.sync()
 

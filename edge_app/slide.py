@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edge_app import __version__
 from edge_app.detect import CellDetector
 from edge_app.field_check import field_stats, warnings
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
-from edge_app.results import OutputError, ResultWriter, read_rows, write_atomic
+from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, read_rows, write_atomic
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -124,7 +125,7 @@ class SlideRun:
         self.errors = counting.errors if counting else None
         self.min_cells = min_cells
         self.results_path = self.out / f"cells.{fmt}"
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True, mode=SLIDE_MODE)
         self.writer = ResultWriter(str(self.results_path), fmt, resume=resume, overwrite=overwrite, fields=CELL_FIELDS)
         for sub in ("annotated", "parasitized"):
             if not resume:  # images of an earlier count would be shown as this one's (captured fields/ are inputs: kept)
@@ -200,7 +201,9 @@ class SlideRun:
         annotated = [Path("annotated") / f"{self.image_name(i, c.field)}.png" for i, c in enumerate(self.counts)]
         summary = {
             "slide": self.out.name,
+            "app": f"malaria-edge {__version__}",
             "model": self.model.name,
+            "model_version": self.model.version,
             "model_sha256": self.model.meta["tflite_sha256"],
             "cells_found_by": f"{self.detector.name} (sha256 {self.detector.meta['tflite_sha256']})" if self.detector
                               else "classical OpenCV segmentation",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
+from edge_app.extras import needs_train_extra
 from quantization.convert import VARIANTS
 
 #: Chosen on the shipped model's validation patients: a `convert --float-layers K` for each K, then `benchmark --split val` (model card).
@@ -33,7 +33,8 @@ def main() -> None:
               help="Keep the int8 model's first N quantized layers in float, where rounding costs the most agreement with the float model (0: all int8).")
 @click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
               help="Smear counting: highest share of healthy validation cells called Parasitized at the counting threshold.")
-def convert(run_dir, out, name, variants, representative, int8_input, bias_images, float_layers, max_fpr) -> None:
+@click.option("--version", "version", default=None, help="The model's version, recorded in its sidecar and in every result made with it (default: the run folder's name).")
+def convert(run_dir, out, name, variants, representative, int8_input, bias_images, float_layers, max_fpr, version) -> None:
     """Convert RUN_DIR (from `malaria-train fit`) to TFLite, scoring each file on the run's test patients.
 
     Each file also gets its smear-counting threshold and error rates, measured
@@ -61,7 +62,7 @@ def convert(run_dir, out, name, variants, representative, int8_input, bias_image
     x_val, y_val = arrays.subset(split["val"])
     model = keras.models.load_model(run / "model.keras")
     meta = {
-        "image_size": cfg.image_size, "fit": cfg.fit,
+        "image_size": cfg.image_size, "fit": cfg.fit, "version": version or run.name,
         "threshold": evaluation["threshold"], "temperature": evaluation["temperature"],
         "training": {
             "arch": cfg.arch, "width": cfg.width, "params": evaluation["params"], "seed": cfg.seed,
@@ -224,5 +225,9 @@ def _counting_text(block: dict | None) -> str:
             f"{block['healthy_cells']} healthy cells)")
 
 
+run = needs_train_extra("malaria-quantize", main)  # the console script
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
+

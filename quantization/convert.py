@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_app.labels import LABELS
 from edge_app.model import write_sidecar
+from edge_app.preprocess import RESIZE_METHOD
 from quantization.bias_correction import correct_output_bias
 from quantization.selective import quantize_keeping_first_float
 
@@ -90,7 +91,7 @@ def convert_all(
     bias_images: np.ndarray | None = None,
     float_layers: int = 0,
 ) -> list[Path]:
-    """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics.
+    """Write `<name>-<variant>.tflite` + `.json` for each variant; `meta` holds size, fit, threshold, temperature, metrics, version.
 
     With `bias_images` (training pixels), the int8 output is bias-corrected
     against the float model on them (see quantization.bias_correction).
@@ -111,7 +112,9 @@ def convert_all(
             "name": f"{name}-{variant}",
             "labels": list(LABELS),
             "input": {"size": int(meta["image_size"]), "channels": 3, "dtype": input_dtype(variant, int8_input)},
-            "preprocessing": {"function": "edge_app.preprocess.preprocess", "fit": meta["fit"], "color": "RGB", "pixels": "uint8 0..255"},
+            "version": str(meta.get("version", "unversioned")),
+            "preprocessing": {"function": "edge_app.preprocess.preprocess", "fit": meta["fit"], "resize": RESIZE_METHOD,
+                              "color": "RGB", "pixels": "uint8 0..255"},
             "output": "logit of Parasitized; P = sigmoid(logit / temperature)",
             "threshold": float(meta.get("threshold", 0.5)),
             "temperature": float(meta.get("temperature", 1.0)),

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny model built by the real converter, and synthetic cell images.
+"""Shared fixtures: tiny models made by the real converters (committed in tests/fixtures/), and synthetic cell images.
 
 The tiny model's logit is 30 * (mean red - mean blue) of the pixels scaled to
 [0, 1], so a red "cell" is Parasitized and a blue one Uninfected: tests can
@@ -14,9 +14,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.build import TINY_SIZE  # noqa: F401  (the tests import it from here)
+
+from edge_app.extras import missing_train_modules
+
+#: Tests of training and quantization: they need the `train` extra, which a Raspberry Pi does not install. Without it
+#: they are not collected, and everything else (the app's tests) still runs.
+TRAIN_SIDE = ["test_training.py", "test_training_detector.py", "test_crossval.py", "test_selective.py",
+              "test_bias_correction.py", "test_benchmark.py", "test_counting.py", "test_fields.py", "test_real_fields.py",
+              "test_fixtures.py", "test_ensemble_ceiling.py", "test_peer_comparison.py"]
+_MISSING = missing_train_modules()
+collect_ignore = TRAIN_SIDE if _MISSING else []
+
+
+def pytest_report_header(config) -> str | None:
+    if _MISSING:
+        return f"train extra missing ({', '.join(_MISSING)}): the app's tests only; not collected: {', '.join(TRAIN_SIDE)}"
+    return None
+
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "datasets" / "malaria" / "cell_images"
-TINY_SIZE = 16
 
 
 def cell(color: tuple[int, int, int], size: tuple[int, int] = (40, 48), seed: int = 0) -> Image.Image:
@@ -35,78 +53,41 @@ RED = (200, 60, 60)
 BLUE = (60, 60, 200)
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
 @pytest.fixture(scope="session")
 def tiny_keras_model():
     pytest.importorskip("tensorflow")
-    import keras
-    from keras import layers
+    from tests.fixtures.build import tiny_keras_classifier
 
-    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3))
-    x = layers.Rescaling(1 / 255.0)(inputs)
-    x = layers.GlobalAveragePooling2D()(x)
-    out = layers.Dense(1, name="logit")(x)
-    model = keras.Model(inputs, out)
-    model.get_layer("logit").set_weights([np.array([[30.0], [0.0], [-30.0]], np.float32), np.zeros(1, np.float32)])
-    return model
+    return tiny_keras_classifier()
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_keras_model, tmp_path_factory) -> dict[str, Path]:
-    """The tiny model in all four variants, each with its sidecar."""
-    from quantization.convert import VARIANTS, convert_all, representative_pixels
+    """The tiny model in all four variants, each with its sidecar (needs TensorFlow to convert)."""
+    from tests.fixtures.build import tiny_classifier_variants
 
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (64, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
-    out = tmp_path_factory.mktemp("models")
-    meta = {"image_size": TINY_SIZE, "fit": "pad", "threshold": 0.5, "temperature": 1.0}
-    paths = convert_all(tiny_keras_model, out, "tiny", meta, representative_pixels(pixels, 64))
-    return dict(zip(VARIANTS, paths))
+    return tiny_classifier_variants(tiny_keras_model, tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_models) -> Path:
-    return tiny_models["int8"]
-
-
-DETECTOR_SHAPE = (64, 96)
-DETECTOR_SCALE = 0.25
+def tiny_model() -> Path:
+    """The tiny int8 classifier, committed (tests/fixtures/build.py makes it): the app's tests need no TensorFlow."""
+    return FIXTURES / "tiny-int8.tflite"
 
 
 @pytest.fixture(scope="session")
-def tiny_detector(tmp_path_factory) -> Path:
-    """A hand-built cell detector converted by the training code's converter.
+def tiny_detector() -> Path:
+    """A hand-built cell detector, committed (tests/fixtures/build.py makes it with the training code's converter).
 
     Its heat map is the darkness of the green channel averaged over about a
     cell (a 5x5 tent on the grid), so it peaks at the centre of every dark
     disc, and it reports 16x16-pixel boxes (4x4 grid cells) at its input
     scale, 64x64 in a field: tests can assert where cells are found.
     """
-    pytest.importorskip("tensorflow")
-    import keras
-    from keras import layers
-
-    from training.detector import convert
-    from edge_app.detect import STRIDE
-
-    inp = keras.Input((*DETECTOR_SHAPE, 3))
-    x = layers.Rescaling(1 / 255.0)(inp)
-    dark = layers.Conv2D(1, 1, name="dark")(x)  # 1 - green
-    pooled = layers.AveragePooling2D(STRIDE)(dark)
-    smooth = layers.Conv2D(1, 5, padding="same", name="smooth")(pooled)
-    heat = layers.Conv2D(1, 1, activation="sigmoid", name="heat")(smooth)
-    box = layers.Conv2D(4, 1, name="box")(pooled)
-    model = keras.Model(inp, [heat, box])
-    model.get_layer("dark").set_weights([np.array([[[[0.0], [-1.0], [0.0]]]], np.float32), np.ones(1, np.float32)])
-    model.get_layer("smooth").set_weights([(np.outer([1, 2, 3, 2, 1], [1, 2, 3, 2, 1]) / 81.0).astype(np.float32).reshape(5, 5, 1, 1), np.zeros(1, np.float32)])
-    model.get_layer("heat").set_weights([np.array([[[[12.0]]]], np.float32), np.array([-3.0], np.float32)])
-    model.get_layer("box").set_weights([np.zeros((1, 1, 1, 4), np.float32), np.array([4.0, 4.0, 0.0, 0.0], np.float32)])
-    rng = np.random.default_rng(0)
-    rep = rng.integers(0, 256, (16, *DETECTOR_SHAPE, 3)).astype(np.uint8)
-    rep[:8] = 230
-    path = tmp_path_factory.mktemp("detector") / "det.tflite"
-    meta = {"kind": "cell-detector", "name": "tiny-detector", "threshold": 0.5,
-            "input": {"shape": [*DETECTOR_SHAPE, 3], "dtype": "int8", "scale": DETECTOR_SCALE}}
-    return convert(model, rep, path, meta)
+    return FIXTURES / "tiny-detector.tflite"
 
 
 @pytest.fixture
@@ -133,3 +114,16 @@ def cells_dir(tmp_path) -> Path:
 def not_root():
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         pytest.skip("root can read files without permission bits")
+
+
+@pytest.fixture
+def unreadable_sub(monkeypatch):
+    """Listing any folder named `sub` fails as a folder without read permission does (even for root, who can read anything)."""
+    real = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "sub":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

@@ -1,6 +1,7 @@
 """The offline bundle: built here (downloads wheels from the package index), installed with pip --no-index."""
 
 import csv
+import hashlib
 import io
 import shutil
 import subprocess
@@ -90,3 +91,22 @@ def test_damaged_bundle_is_refused(native_bundle, tmp_path):
     res = subprocess.run(["bash", str(copy / "install.sh"), "--prefix", str(tmp_path / "venv")], capture_output=True, text=True)
     assert res.returncode == 1 and "damaged" in res.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_bundle_pins_every_wheel_by_version_and_hash(native_bundle):
+    lines = (native_bundle / "requirements.txt").read_text().splitlines()
+    wheels = sorted((native_bundle / "wheels").glob("*.whl"))
+    assert len(lines) == len(wheels)
+    for wheel, line in zip(wheels, lines):
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        assert line == f"{name.replace('_', '-')}=={version} --hash=sha256:{digest}"
+
+
+def test_service_install_is_planned_as_a_dedicated_user(native_bundle, tmp_path):
+    res = subprocess.run(["bash", str(native_bundle / "install.sh"), "--service", "--dry-run"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "+ python3 -m venv --system-site-packages /opt/malaria-edge" in out and "--require-hashes" in out
+    assert "useradd --system" in out and "malaria-edge-watch.service /etc/systemd/system/" in out
+    assert "systemctl enable --now malaria-edge-watch" in out

@@ -38,7 +38,7 @@ def test_plain_install_classifies_with_the_shipped_model(tmp_path):
     assert len(rows) == 7
     assert [r["status"] for r in rows].count("ok") == 6
     info = subprocess.run([_bin("malaria-edge"), "info"], capture_output=True, text=True, cwd=tmp_path)
-    assert info.returncode == 0 and "share/malaria-edge/models" in info.stdout
+    assert info.returncode == 0 and "site-packages/malaria_edge_models/malaria-edge-int8.tflite" in info.stdout
 
 
 def test_plain_install_counts_a_smear_and_passes_doctor(tmp_path):
@@ -57,3 +57,10 @@ def test_plain_install_counts_a_smear_and_passes_doctor(tmp_path):
     assert f"field 1/1 field.png: {len(truth)} cells" in res.stderr and (tmp_path / "slide" / "report.html").exists()
     doctor = subprocess.run([_bin("malaria-edge"), "doctor", "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert "PASS  smear segmentation" in doctor.stdout
+
+
+@pytest.mark.parametrize("command", ["malaria-train", "malaria-quantize"])
+def test_plain_install_training_commands_say_what_to_install(command):
+    res = subprocess.run([_bin(command), "--help"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1 and "pip install 'malaria-edge[train]'" in res.stderr

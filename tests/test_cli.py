@@ -232,17 +232,23 @@ def test_progress_bar_only_on_a_terminal(cells_dir, tiny_model):
     assert "Classifying" not in piped.stderr and "6 images" in piped.stderr
 
 
-def test_an_unreadable_folder_is_a_warning_and_the_rest_is_classified(cells_dir, tiny_model, tmp_path, monkeypatch):
-    real = os.scandir
-
-    def scandir(path):
-        if os.path.basename(path) == "sub":
-            raise PermissionError(13, "Permission denied", path)
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+def test_an_unreadable_folder_is_a_warning_and_the_rest_is_classified(cells_dir, tiny_model, tmp_path, unreadable_sub):
     out = tmp_path / "out.csv"
     res = CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out)])
     assert res.exit_code == 0, res.output
     assert f"warning: cannot read folder {cells_dir / 'sub'} (Permission denied)" in res.output
     assert len(_csv(out.read_text())) == 5
+
+
+def test_a_results_file_names_its_maker_and_is_not_continued_by_another(cells_dir, tiny_model, tmp_path):
+    out = tmp_path / "out.csv"
+    assert CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out)]).exit_code == 0
+    record = json.loads((tmp_path / "out.csv.provenance.json").read_text())
+    meta = json.loads(tiny_model.with_suffix(".json").read_text())
+    assert record["model_sha256"] == meta["tflite_sha256"] and record["threshold"] == meta["threshold"]
+    assert record["app"].startswith("malaria-edge ") and record["model_version"] == "unversioned"
+    other = CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out),
+                                      "--resume", "--threshold", "0.9"])
+    assert other.exit_code == 2 and "write to a new file" in other.output
+    same = CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out), "--resume"])
+    assert same.exit_code == 0 and "already done (resumed): 6" in same.output

@@ -11,8 +11,8 @@ import pytest
 from edge_app.detect import STRIDE, CellDetector, decode, field_input
 from edge_app.model import ModelError
 
-from tests.conftest import DETECTOR_SCALE as SCALE
-from tests.conftest import DETECTOR_SHAPE as SHAPE
+from tests.fixtures.build import DETECTOR_SCALE as SCALE
+from tests.fixtures.build import DETECTOR_SHAPE as SHAPE
 
 
 def test_field_input_keeps_shape_and_pads_with_the_background():
@@ -61,6 +61,7 @@ def _field_with_discs(centres, radius=28, shape=(256, 384)):
 
 
 def test_tiny_detector_finds_each_disc(tiny_detector):
+    pytest.importorskip("scipy", reason="matching boxes needs the train extra")
     from training.fields import match_boxes
 
     centres = [(64, 64), (200, 72), (320, 180), (100, 190)]

@@ -108,3 +108,16 @@ def test_corrupt_sidecar_is_refused(model_copy):
     model_copy.with_suffix(".json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable sidecar"):
         ModelBundle(model_copy)
+
+
+def test_a_model_trained_on_other_pixels_is_refused_and_the_version_is_read(model_copy):
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    assert ModelBundle(model_copy).version == "unversioned"  # the tiny model's converter was given none
+    meta["version"] = "2026-12-02-fold0"
+    side.write_text(json.dumps(meta))
+    assert ModelBundle(model_copy).version == "2026-12-02-fold0"
+    del meta["preprocessing"]["resize"]  # as releases 1 and 2 wrote it: trained on Pillow's resize
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="preprocessing resize not recorded.*retrain the model"):
+        ModelBundle(model_copy)

@@ -47,3 +47,22 @@ def test_info_and_errors_still_reach_the_terminal(tiny_model, tmp_path):
     assert info.returncode == 0 and "INFO:" not in info.stderr + info.stdout and "name:" in info.stdout
     missing = _run("classify", str(tmp_path / "nowhere"), "--model", str(tiny_model))
     assert missing.returncode != 0 and "no such file or folder" in missing.stderr
+
+
+def test_smear_and_doctor_print_no_runtime_or_decoder_lines(tiny_model, tmp_path):
+    from benchmarks.synthetic_fields import compose_field
+    from tests.conftest import BLUE, cell
+
+    rng = np.random.default_rng(1)
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    _corrupt_files(fields, rng)
+    field, _ = compose_field([(np.asarray(cell(BLUE, (44, 50), seed=i)), "") for i in range(20)], (300, 400), rng)
+    Image.fromarray(field).save(fields / "good.png")
+    smear = _run("smear", str(fields), "--model", str(tiny_model), "--out", str(tmp_path / "slide"), "--segmenter", "classical")
+    assert smear.returncode == 1, smear.stderr  # two fields unreadable
+    noise = ("INFO:", "WARNING:", "libpng", "tempfile", "Using code not yet in table", "UserWarning")
+    assert not [line for line in smear.stderr.splitlines() if line.strip().startswith(noise) or "TIFF" in line], smear.stderr
+    assert "ERROR corrupt image" in smear.stderr and "slide: parasitemia" in smear.stderr
+    doctor = _run("doctor", "--model", str(tiny_model), "--output-dir", str(tmp_path))
+    assert "INFO:" not in doctor.stdout + doctor.stderr and "PASS  model" in doctor.stdout

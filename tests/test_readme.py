@@ -70,3 +70,11 @@ def test_every_readme_command_runs_as_written(tmp_path):
     assert ran >= 5
     assert (repo / "results.csv").stat().st_size > 0 and (repo / "demo-slide" / "report.html").is_file()
     assert len(list((repo / "demo-capture" / "fields").iterdir())) == 3
+
+
+def test_every_test_the_readme_names_exists():
+    """The README backs its reliability promises with named tests: a renamed or deleted test must not leave it lying."""
+    named = re.findall(r"`(tests/test_\w+\.py)::(\w+)`", (REPO / "README.md").read_text())
+    assert len(named) >= 10
+    for path, name in named:
+        assert re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M), f"{path}::{name} is named in the README"

@@ -94,3 +94,17 @@ def test_a_jsonl_file_of_other_records_is_not_resumed(tmp_path):
     out.write_text('{"file": "a.png", "result": 1}\n')
     with pytest.raises(OutputError, match="expected the keys path, label"):
         ResultWriter(str(out), "jsonl", resume=True)
+
+
+def test_results_are_readable_by_their_owner_only(tmp_path):
+    import os
+    import stat
+
+    from edge_app.results import write_atomic
+
+    out = tmp_path / "r.csv"
+    with ResultWriter(str(out), "csv") as w:
+        w.write(ROWS)
+    write_atomic(tmp_path / "summary.json", "{}")
+    for path in (out, tmp_path / "summary.json"):
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, oct(os.stat(path).st_mode)

@@ -53,6 +53,8 @@ def test_smear_counts_a_slide_and_writes_its_folder(fields, tiny_model, tmp_path
     assert len(rows) == cells and sum(r["label"] == "Parasitized" for r in rows) == reds
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"]["cells"] == cells and summary["total"]["parasitized"] == reds
+    assert summary["app"].startswith("malaria-edge ") and summary["model_version"] == "unversioned"
+    assert out.stat().st_mode & 0o077 == 0 and (out / "cells.csv").stat().st_mode & 0o077 == 0  # patients' data: owner only
     assert summary["total"]["parasitemia"] == pytest.approx(reds / cells)
     lo, hi = summary["total"]["ci95"]
     assert lo < reds / cells < hi

@@ -73,15 +73,7 @@ def test_a_link_loop_is_walked_once(cells_dir):
     assert len(expand_paths([cells_dir])) == 6
 
 
-def test_an_unreadable_folder_is_reported_and_skipped(cells_dir, monkeypatch):
-    real = os.scandir
-
-    def scandir(path):
-        if os.path.basename(path) == "sub":
-            raise PermissionError(13, "Permission denied", path)
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+def test_an_unreadable_folder_is_reported_and_skipped(cells_dir, unreadable_sub):
     skipped = []
     files = expand_paths([cells_dir], on_skipped=lambda folder, reason: skipped.append((folder, reason)))
     assert len(files) == 5 and skipped == [(str(cells_dir / "sub"), "Permission denied")]

@@ -87,3 +87,41 @@ def test_exactly_once_across_a_restart(tiny_model, tmp_path):
     assert "3 already there" in err and "stopped; this session" in err
     names = [Path(r["path"]).name for r in read_rows(str(out), "csv")]
     assert len(names) == len(set(names)) == 7
+
+
+def test_a_file_that_failed_and_then_changed_is_read_again(tiny_model, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "r.csv"
+    inbox.mkdir()
+    (inbox / "red_x.png").write_bytes(b"\x89PNG\r\n\x1a\n half of a copy")  # stable, so read, and an error
+    stop = threading.Event()
+    writer = ResultWriter(str(out), "csv", resume=True)
+    worker = threading.Thread(target=watch, args=(str(inbox), ModelBundle(tiny_model), writer, stop, 0.05, 0.1, 4, 1))
+    worker.start()
+    try:
+        assert _wait_for_rows(out, 1)[0]["status"] == "error"
+        cell(RED, seed=1).save(inbox / ".red_x.part", format="PNG")
+        os.replace(inbox / ".red_x.part", inbox / "red_x.png")  # the copy completes
+        rows = _wait_for_rows(out, 2)
+        time.sleep(0.4)  # more polls: an unchanged file is not read a third time
+    finally:
+        stop.set()
+        worker.join(10)
+        writer.close()
+    rows = read_rows(str(out), "csv")
+    assert [r["status"] for r in rows] == ["error", "ok"] and rows[1]["label"] == "Parasitized"
+
+
+def test_a_corrupt_file_is_retried_a_bounded_number_of_times(tmp_path):
+    from edge_app.watch import MAX_RETRIES, FailedFiles
+
+    f = tmp_path / "bad.png"
+    f.write_bytes(b"x")
+    failed = FailedFiles()
+    failed.failed(str(f))
+    retried = 0
+    for i in range(MAX_RETRIES + 3):
+        f.write_bytes(b"x" * (i + 2))  # it keeps changing, and keeps failing
+        if failed.changed():
+            retried += 1
+            failed.failed(str(f))
+    assert retried == MAX_RETRIES

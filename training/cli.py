@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from edge_app.extras import needs_train_extra
 from training.train import TrainConfig
 
 _DEFAULTS = TrainConfig()
@@ -164,5 +165,9 @@ def field_cells_cmd(data, out, exclude_run, stain_like) -> None:
     click.echo(f"{len(names)} fields: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" cells in {out}", err=True)
 
 
+run = needs_train_extra("malaria-train", main)  # the console script
+
+
 if __name__ == "__main__":
-    main()
+    run()
+

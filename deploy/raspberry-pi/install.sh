@@ -5,7 +5,10 @@
 #   ./install.sh --prefix /opt/malaria-edge
 #   ./install.sh --dry-run           # print what would be done, change nothing
 #   ./install.sh --no-system-site    # a venv that sees no system packages (machines without a camera)
+#   sudo ./install.sh --service      # into /opt/malaria-edge, plus the unattended `watch` service: a dedicated
+#                                    # unprivileged user malaria-edge, data in /var/lib/malaria-edge
 #
+# Installs exactly the wheels in requirements.txt, each checked against its sha256 (pip --require-hashes).
 # Safe to run again: it reuses the venv and reinstalls the bundle's version.
 set -euo pipefail
 
@@ -13,12 +16,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 prefix="$HOME/malaria-edge"
 dry=0
 site="--system-site-packages"
+service=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
+    --service) service=1; prefix="/opt/malaria-edge"; shift ;;
     --dry-run) dry=1; shift ;;
     --no-system-site) site=""; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +32,11 @@ step() {
   echo "+ $*"
   if [ "$dry" = 0 ]; then "$@"; fi
 }
+
+if [ "$service" = 1 ] && [ "$dry" = 0 ] && [ "$(id -u)" != 0 ]; then
+  echo "install.sh: --service installs a system service: run it with sudo" >&2
+  exit 2
+fi
 
 cd "$here"
 echo "checking the bundle's files against SHA256SUMS"
@@ -46,11 +56,23 @@ else
   # shellcheck disable=SC2086  # $site is one flag or none
   step python3 -m venv $site "$prefix"
 fi
-step "$prefix/bin/python" -m pip install --no-index --find-links "$here/wheels" --upgrade --quiet malaria-edge
+step "$prefix/bin/python" -m pip install --no-index --find-links "$here/wheels" --require-hashes --upgrade --quiet -r "$here/requirements.txt"
+if [ "$service" = 1 ]; then
+  if ! id malaria-edge >/dev/null 2>&1; then
+    step useradd --system --user-group --home-dir /var/lib/malaria-edge --no-create-home --shell /usr/sbin/nologin malaria-edge
+  fi
+  step install -m 0644 "$here/malaria-edge-watch.service" /etc/systemd/system/malaria-edge-watch.service
+  step systemctl daemon-reload
+  step systemctl enable --now malaria-edge-watch
+fi
 if [ "$dry" = 0 ]; then
   echo
   "$prefix/bin/malaria-edge" doctor --output-dir "$HOME" || true  # report, do not undo the install
   echo
   echo "installed: $prefix/bin/malaria-edge"
-  echo "for unattended use, see malaria-edge-watch.service in this folder"
+  if [ "$service" = 1 ]; then
+    echo "service: malaria-edge-watch, classifying /var/lib/malaria-edge/inbox into /var/lib/malaria-edge/results (journalctl -u malaria-edge-watch)"
+  else
+    echo "for unattended use: sudo ./install.sh --service"
+  fi
 fi
