@@ -87,7 +87,7 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
     try:
         writer = ResultWriter(output, fmt, resume=resume, overwrite=overwrite)
         if output:
-            record_provenance(output, _provenance(bundle, bundle.threshold if threshold is None else threshold), resume)
+            record_provenance(output, bundle.provenance(bundle.threshold if threshold is None else threshold), resume)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
     with writer:
@@ -191,7 +191,7 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
     bundle = _load_model(model, threads)
     try:
         writer = ResultWriter(output, _format_for(output, fmt), resume=True)
-        record_provenance(output, _provenance(bundle, bundle.threshold), resume=True)
+        record_provenance(output, bundle.provenance(bundle.threshold), resume=True)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
     stop = threading.Event()
@@ -292,12 +292,6 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
         raise SetupError(str(exc)) from None
 
 
-def _provenance(bundle: ModelBundle, threshold: float) -> dict:
-    """What a results file records about its maker (edge_app.results.record_provenance)."""
-    return {"app": f"malaria-edge {__version__}", "model": bundle.name, "model_version": bundle.version,
-            "model_sha256": bundle.meta["tflite_sha256"], "threshold": threshold}
-
-
 def _warn_skipped(folder: str, reason: str) -> None:
     click.echo(f"warning: cannot read folder {folder} ({reason}); its images are skipped", err=True)
 
@@ -318,7 +312,7 @@ def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> st
         line = f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
     else:
         line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
-                f"slide so far {running.percent_text() if running.cells else 'no cells'}")
+                f"slide so far {running.percent_text()}")
     if i < n and seconds_left > 0:
         line += f" [about {duration_text(seconds_left)} left]"
     return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])

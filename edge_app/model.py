@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app import __version__
 from edge_app.labels import LABELS
 from edge_app.parasitemia import CountingErrors
 from edge_app.preprocess import FIT_METHODS, RESIZE_METHOD
@@ -127,6 +128,11 @@ class ModelBundle:
     @property
     def name(self) -> str:
         return str(self.meta.get("name", self.path.stem))
+
+    def provenance(self, threshold: float) -> dict[str, Any]:
+        """What a result made with this model at `threshold` records about its maker (results files, a slide's summary)."""
+        return {"app": f"malaria-edge {__version__}", "model": self.name, "model_version": self.version,
+                "model_sha256": self.meta["tflite_sha256"], "threshold": threshold}
 
     def _check_signature(self) -> None:
         shape = list(self._in["shape"])

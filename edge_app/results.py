@@ -114,26 +114,48 @@ def provenance_path(output: str | os.PathLike) -> str:
     return f"{os.fspath(output)}.provenance.json"
 
 
+def maker_changes(path: str | os.PathLike, record: dict, keys: Iterable[str]) -> str | None:
+    """In words, what `record` changes on `keys` from the record already at `path`; None when nothing does, or there is none.
+
+    E.g. "threshold 0.8433 (this run: 0.9482)". A record that cannot be read
+    (torn by an older app's write) differs on every key.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = {}
+    changed = [k for k in keys if before.get(k) != record.get(k)]
+    return ", ".join(f"{_MAKER_NAMES.get(k, k)} {_shown(k, before.get(k))} (this run: {_shown(k, record.get(k))})"
+                     for k in changed) or None
+
+
+_MAKER_NAMES = {"model_sha256": "model", "detector_sha256": "detector", "stain_cell_colour": "stain reference"}
+
+
+def _shown(key: str, value) -> str:
+    if value is None:
+        return "none"
+    if key == "threshold":
+        return f"{float(value):.4f}"
+    if key.endswith("sha256"):
+        return "classical segmentation" if value == "classical" else f"sha256 {str(value)[:12]}"
+    return str(value)
+
+
 def record_provenance(output: str | os.PathLike, record: dict, resume: bool) -> None:
     """Write beside a results file which app and model made it, at which threshold; a resumed file keeps its maker.
 
     Rows made by two models, or at two thresholds, in one file cannot be
     told apart afterwards, so continuing a file with another model or
-    threshold is refused. A file from before provenance was recorded is
-    continued and gets its record.
+    threshold is refused.
     """
     path = provenance_path(output)
-    if resume and os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                before = json.load(f)
-        except (OSError, ValueError):
-            before = {}
-        changed = [k for k in ("model_sha256", "threshold") if k in before and before[k] != record.get(k)]
-        if changed:
-            raise OutputError(f"{output} was written by {before.get('model', '?')} (sha256 {str(before.get('model_sha256'))[:12]}) "
-                              f"at threshold {before.get('threshold')}; this run would use {record.get('model')} (sha256 "
-                              f"{str(record.get('model_sha256'))[:12]}) at {record.get('threshold')}: write to a new file")
+    changes = maker_changes(path, record, ("model_sha256", "threshold")) if resume else None
+    if changes:
+        raise OutputError(f"{output} was written with {changes}: write to a new file")
     write_atomic(path, json.dumps(record, indent=1))
 
 

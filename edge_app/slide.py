@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_app import __version__
 from edge_app.detect import CellDetector
 from edge_app.field_check import field_stats, warnings
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
-from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, read_rows, write_atomic
+from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, maker_changes, read_rows, write_atomic
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -83,26 +82,6 @@ def slide_summary(counts: list[FieldCount], min_cells: int = MIN_RELIABLE_CELLS,
     return Parasitemia(sum(c.cells for c in ok), sum(c.parasitized for c in ok), min_cells, errors)
 
 
-_COUNTING_NAMES = {"model_sha256": "model", "threshold": "threshold", "detector_sha256": "detector",
-                   "stain_cell_colour": "stain reference"}
-
-
-def _shown(key: str, value) -> str:
-    if value is None:
-        return "none"
-    if key == "threshold":
-        return f"{float(value):.4f}"
-    if key.endswith("sha256"):
-        return "classical segmentation" if value == "classical" else f"sha256 {str(value)[:12]}"
-    return str(value)
-
-
-def _differences(before: dict, now: dict) -> str:
-    """E.g. "threshold 0.8433 (this run: 0.9482)": what a refused resume would have changed."""
-    keys = [k for k in now if before.get(k) != now[k]] + [k for k in before if k not in now]
-    return ", ".join(f"{_COUNTING_NAMES.get(k, k)} {_shown(k, before.get(k))} (this run: {_shown(k, now.get(k))})" for k in keys)
-
-
 class SlideRun:
     """Analyse fields into an output folder; `finish` writes the summary and report.
 
@@ -144,15 +123,11 @@ class SlideRun:
                     "detector_sha256": self.detector.meta["tflite_sha256"] if self.detector else "classical",
                     "stain_cell_colour": list(self.model.cell_colour) if self.model.cell_colour else None}
         record = self.out / "counting.json"
-        if resume and record.exists():
-            try:
-                before = json.loads(record.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):  # written atomically since: only an old app's torn file
-                before = {"unreadable": "counting.json"}
-            if before != counting:
-                self.writer.close()
-                raise OutputError(f"{self.out} was counted with {_differences(before, counting)}; resume it with the same "
-                                  "--model, --detector and --threshold, or count into a new folder")
+        changes = maker_changes(record, counting, counting) if resume else None
+        if changes:
+            self.writer.close()
+            raise OutputError(f"{self.out} was counted with {changes}; resume it with the same --model, --detector and "
+                              "--threshold, or count into a new folder")
         write_atomic(record, json.dumps(counting, indent=1))
 
     @property
@@ -201,13 +176,9 @@ class SlideRun:
         annotated = [Path("annotated") / f"{self.image_name(i, c.field)}.png" for i, c in enumerate(self.counts)]
         summary = {
             "slide": self.out.name,
-            "app": f"malaria-edge {__version__}",
-            "model": self.model.name,
-            "model_version": self.model.version,
-            "model_sha256": self.model.meta["tflite_sha256"],
+            **self.model.provenance(self.threshold),
             "cells_found_by": f"{self.detector.name} (sha256 {self.detector.meta['tflite_sha256']})" if self.detector
                               else "classical OpenCV segmentation",
-            "threshold": self.threshold,
             "results": self.results_path.name,
             "total": total.as_dict(),
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,

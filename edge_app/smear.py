@@ -8,9 +8,10 @@ Classical segmentation (OpenCV): stained cells absorb green light, so after
 evening out the lighting an Otsu threshold on the green channel separates
 them from the bright background;
 holes (the pale centre of a red cell) are filled; touching cells are cut
-apart between the peaks of the distance transform (`split_touching`). Cells cut by the image border, debris and
-unsplit clumps are dropped by size relative to the field's median cell, so no
-magnification has to be configured. Each kept cell is cropped the way the
+apart between the peaks of the distance transform (`split_touching`). Cells
+cut by the image border, debris and unsplit clumps are dropped by size
+relative to the field's median cell, so no magnification has to be
+configured. Each kept cell is cropped the way the
 training images were made, the cell on a black background, and goes through
 the same preprocessing function as any cell image.
 """
@@ -29,7 +30,7 @@ from edge_app.preprocess import fit_square
 from edge_app.stain import match_stain
 
 #: Cells smaller than this fraction of the field's median cell area are debris
-#: (platelets, stain precipitate); larger than MAX are clumps the watershed could not split.
+#: (platelets, stain precipitate); larger than MAX are clumps that could not be split.
 MIN_AREA_RATIO = 0.3
 MAX_AREA_RATIO = 2.2
 #: Below this many pixels nothing is a red cell at any usable magnification.

@@ -230,4 +230,3 @@ run = needs_train_extra("malaria-quantize", main)  # the console script
 
 if __name__ == "__main__":
     run()
-

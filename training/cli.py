@@ -170,4 +170,3 @@ run = needs_train_extra("malaria-train", main)  # the console script
 
 if __name__ == "__main__":
     run()
-
