@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = ROOT / "deploy" / "raspberry-pi" / "install.sh"
-UNIT = ROOT / "deploy" / "raspberry-pi" / "malaria-edge-watch.service"
+UNITS = [ROOT / "deploy" / "raspberry-pi" / name for name in ("malaria-edge-watch.service", "malaria-edge-serve@.service")]
 
 # Bookworm's glibc is 2.36: every manylinux tag up to it runs there.
 PI_PLATFORMS = [f"manylinux_2_{n}_aarch64" for n in range(17, 37)] + ["manylinux2014_aarch64", "linux_aarch64"]
@@ -92,7 +92,8 @@ def build(target: str, out: Path) -> Path:
             raise SystemExit("tensorflow ended up in the bundle: the app must not depend on it")
         (stage / "requirements.txt").write_text(requirements(wheels))
         shutil.copy2(INSTALLER, stage / "install.sh")
-        shutil.copy2(UNIT, stage / UNIT.name)
+        for unit in UNITS:
+            shutil.copy2(unit, stage / unit.name)
         sums = []
         for f in sorted(p for p in stage.rglob("*") if p.is_file()):
             sums.append(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(stage)}\n")

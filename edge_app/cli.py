@@ -242,6 +242,11 @@ def _resolution(_ctx, _param, value: str) -> tuple[int, int]:
     raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 1640x1232")
 
 
+register_option = click.option(
+    "--register", "register", type=click.Path(dir_okay=False), envvar="MALARIA_EDGE_REGISTER", default=None,
+    show_envvar=True, help="The slide register (SQLite). Default: ~/.local/share/malaria-edge/register.sqlite3.")
+
+
 def slide_options(fn):
     """Options shared by `smear` and `capture`: both write one slide's folder."""
     for option in reversed([
@@ -260,6 +265,9 @@ def slide_options(fn):
                      help="Put the annotated fields inside report.html (one file to copy to a phone), or link to their PNGs (a smaller file)."),
         click.option("--resume", is_flag=True, help="Continue this slide: fields already in --out are kept and not counted again."),
         click.option("--overwrite", is_flag=True, help="Start this slide's folder afresh."),
+        click.option("--sample", default=None, help="The sample or patient code, recorded with the slide in the register."),
+        click.option("--operator", default=None, help="Who made and counted the slide, recorded in the register."),
+        register_option,
     ]):
         fn = option(fn)
     return fn
@@ -278,7 +286,8 @@ def _load_detector(detector: str | None, segmenter: str, threads: int):
         raise SetupError(f"{exc} (or count with --segmenter classical)") from None
 
 
-def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite):
+def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
+                operator):
     from edge_app.slide import SlideRun
 
     if resume and overwrite:
@@ -287,7 +296,7 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
     finder = _load_detector(detector, segmenter, threads)
     try:
         return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells,
-                        detector=finder, embed=embed)
+                        detector=finder, embed=embed, sample=sample, operator=operator)
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
 
@@ -318,8 +327,9 @@ def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> st
     return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])
 
 
-def _finish_slide(run) -> None:
-    run.finish()
+def _finish_slide(run, register: str | None) -> None:
+    summary = run.finish()
+    _register_slide(register, run.out, summary)
     total = run.running_total()
     click.echo(f"slide: parasitemia {total.percent_text()}" if total.cells else "slide: no red cells found in any field", err=True)
     if total.warning():
@@ -331,16 +341,37 @@ def _finish_slide(run) -> None:
     click.echo(f"report: {run.out / 'report.html'}", err=True)
 
 
+def _register_slide(register: str | None, folder: Path, summary: dict) -> None:
+    """Index the slide in the register; a register that cannot be written costs a warning, never the count."""
+    import sqlite3
+
+    from edge_app.register import RegisterError, connect, index_slide
+
+    if not summary["fields"]:
+        return
+    try:
+        conn = connect(register)
+        try:
+            index_slide(conn, folder)
+        finally:
+            conn.close()
+    except (RegisterError, sqlite3.Error, OSError) as exc:
+        click.echo(f"warning: slide not added to the register ({exc}); the slide folder is complete: "
+                   f"`malaria-edge slides rebuild {folder.parent}` adds it later", err=True)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @slide_options
-def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite) -> None:
+def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
+          operator, register) -> None:
     """Count parasitised red cells in microscope field images of one thin smear.
 
     PATHS are field images (files and/or folders) of one slide. The red cells
     of each field are found (by the learned detector unless --segmenter
     classical), each cell classified; the slide's parasitemia with its 95 %
-    interval, an annotated image per field and an HTML report go to --out.
+    interval, an annotated image per field and an HTML report go to --out,
+    and the slide into the register (`malaria-edge slides`, `serve`).
     An unreadable field is reported and skipped (exit 1).
     """
     from edge_app.preprocess import ImageError, load_rgb
@@ -351,7 +382,8 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
         raise SetupError(str(exc)) from None
     if not files:
         raise SetupError("no image files found in the given paths")
-    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite)
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
+                      operator)
     done = run.done
     todo = [f for f in files if f not in done]
     if len(todo) < len(files):
@@ -369,9 +401,9 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
             click.echo(_field_line(i, len(todo), count, run.running_total(), left), err=True)
     except KeyboardInterrupt:
         click.echo("\ninterrupted; fields counted so far are kept; rerun with --resume to finish", err=True)
-        run.finish()
+        _register_slide(register, run.out, run.finish())
         sys.exit(130)
-    _finish_slide(run)
+    _finish_slide(run, register)
     sys.exit(1 if errors else 0)
 
 
@@ -382,7 +414,7 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
 @click.option("--replay", type=click.Path(exists=True, file_okay=False), default=None, help="Take frames from this folder instead of the camera (demo, testing).")
 @slide_options
 def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed,
-            resume, overwrite) -> None:
+            resume, overwrite, sample, operator, register) -> None:
     """Capture N microscope fields with the Pi camera and count parasitised cells in each.
 
     Each frame is saved under --out/fields/ (so it can be re-counted later
@@ -404,7 +436,8 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     if old_frames and not (resume or overwrite):
         raise SetupError(f"{frames} already holds {_plural(len(old_frames), 'frame')} of a slide: add --resume to add fields "
                          "to it, or --overwrite to start it afresh (its frames are deleted)")
-    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite)
+    run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
+                      operator)
     if overwrite:
         shutil.rmtree(frames, ignore_errors=True)  # one slide's frames must never sit beside another's
     frames.mkdir(exist_ok=True)
@@ -412,7 +445,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
     try:
         camera = open_camera(replay, resolution)
     except CameraError as exc:
-        run.finish()
+        _register_slide(register, run.out, run.finish())
         raise SetupError(str(exc)) from None
     status = 0
     try:
@@ -436,8 +469,154 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
         status = 130
     finally:
         camera.close()
-    _finish_slide(run)
+    _finish_slide(run, register)
     sys.exit(status)
+
+
+def _open_register(register: str | None):
+    from edge_app.register import RegisterError, connect
+
+    try:
+        return connect(register)
+    except RegisterError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def _iso_date(_ctx, _param, value: str | None) -> str | None:
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-12-02") from None
+
+
+def filter_options(fn):
+    """Which slides `slides list` and `slides export` show."""
+    from edge_app.register import STATUSES
+
+    for option in reversed([
+        click.option("--since", callback=_iso_date, help="Counted on or after this date (YYYY-MM-DD)."),
+        click.option("--until", callback=_iso_date, help="Counted on or before this date (YYYY-MM-DD)."),
+        click.option("--sample", help="Sample codes containing this."),
+        click.option("--status", type=click.Choice(STATUSES), help="Only slides with this review status."),
+        register_option,
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+@main.group()
+def slides() -> None:
+    """The slide register: every slide counted on this device, and its review."""
+
+
+@slides.command("list")
+@filter_options
+def slides_list(since, until, sample, status, register) -> None:
+    """List registered slides, newest first."""
+    from edge_app.register import Filters, list_slides
+
+    rows = list_slides(_open_register(register), Filters(since, until, sample, status))
+    if not rows:
+        click.echo("no slides registered" + (" match" if any((since, until, sample, status)) else ""), err=True)
+        return
+    click.echo(f"{'id':<24} {'counted':<20} {'sample':<12} {'cells':>7} {'parasitemia':>11} {'reviewed':>9}  status")
+    for r in rows:
+        click.echo(f"{r['id']:<24} {(r['counted'] or '')[:19]:<20} {(r['sample'] or '-')[:12]:<12} {r['cells']:>7,} "
+                   f"{_percent(r['parasitemia']):>11} {_percent(r['reviewed_parasitemia']):>9}  {r['status']}")
+
+
+@slides.command("show")
+@click.argument("slide_id")
+@register_option
+def slides_show(slide_id, register) -> None:
+    """Everything the register knows about one slide."""
+    from edge_app.register import decisions, get_slide
+
+    conn = _open_register(register)
+    slide = get_slide(conn, slide_id)
+    if slide is None:
+        raise SetupError(f"no slide {slide_id!r} in the register (see `malaria-edge slides list`)")
+    for key, value in slide.items():
+        click.echo(f"{key:<22} {value if value is not None else '-'}")
+    made = decisions(conn, slide_id)
+    if made:
+        click.echo(f"decisions ({len(made)}):")
+        for d in made:
+            click.echo(f"  cell {d['cell']:<10} {d['decision']:<8} {d['reviewer']} {d['decided_at']}")
+
+
+@slides.command("export")
+@filter_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write here (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None,
+              help="Default: from --output's suffix, else csv.")
+def slides_export(since, until, sample, status, register, output, fmt) -> None:
+    """Export registered slides (automatic and reviewed parasitemia) as CSV or JSON."""
+    from edge_app.register import Filters, export, list_slides
+    from edge_app.results import write_atomic
+
+    fmt = fmt or ("json" if output and output.lower().endswith(".json") else "csv")
+    text = export(list_slides(_open_register(register), Filters(since, until, sample, status)), fmt)
+    if output:
+        try:
+            write_atomic(output, text)
+        except OSError as exc:
+            raise SetupError(f"cannot write {output}: {exc.strerror or exc}") from None
+    else:
+        click.echo(text, nl=False)
+
+
+@slides.command("rebuild")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@register_option
+def slides_rebuild(roots, register) -> None:
+    """Remake the register from the slide folders under ROOTS (the folders are the record; the register, an index)."""
+    from edge_app.register import rebuild
+
+    def skipped(folder, reason):
+        click.echo(f"warning: {folder} skipped: {reason}", err=True)
+
+    n = rebuild(_open_register(register), roots, on_error=skipped)
+    click.echo(f"register rebuilt: {_plural(n, 'slide')}", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MALARIA_EDGE_HOST", show_envvar=True,
+              help="Address to listen on; anything but this device itself (e.g. 0.0.0.0 for phones on its hotspot) needs --token.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--token", envvar="MALARIA_EDGE_TOKEN", show_envvar=True, default=None,
+              help="Access token (or PIN) every browser must give once. Required with --host other than localhost.")
+@click.option("--reviewer", default=None, help="Name decisions are recorded under until a reviewer enters theirs in the page.")
+@register_option
+@model_option
+@click.option("--detector", type=click.Path(dir_okay=False), default=None, help="Cell detector for uploaded fields. Default: the shipped one.")
+@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)")
+@click.option("--max-upload-mb", type=click.IntRange(1, 200), default=25, show_default=True, help="Largest upload accepted.")
+def serve(host, port, token, reviewer, register, model, detector, threads, max_upload_mb) -> None:
+    """Review slides in a browser: the register, each slide's cells to confirm or reject, and classifying uploads.
+
+    Offline: every page and asset is served by the app itself. Listens on
+    this device only unless --host says otherwise, and then every browser
+    must give the access token.
+    """
+    from edge_app.web import create_app, is_loopback, run_server
+
+    if not is_loopback(host) and not token:
+        raise click.UsageError(f"--host {host} lets other devices in: give an access --token (or PIN) for them to enter")
+    _open_register(register).close()  # a bad register path fails here, not on the first page
+    app = create_app(register=register, token=token, reviewer=reviewer, model=model, detector=detector, threads=threads,
+                     max_upload_mb=max_upload_mb)
+    shown = "localhost" if is_loopback(host) else host
+    click.echo(f"serving on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
+    run_server(app, host, port)
 
 
 if __name__ == "__main__":

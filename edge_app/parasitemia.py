@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class CountingErrors:
     sensitivity: float  # share of infected cells called Parasitized
     false_positive_rate: float  # share of healthy cells called Parasitized
     infected_cells: int | None = None
-    healthy_cells: int | None = None
+    healthy_cells: float | None = None  # math.inf: the rate is exact (after a review)
     sensitivity_sd: float | None = None
     false_positive_rate_sd: float | None = None
 
@@ -85,6 +85,11 @@ class CountingErrors:
                 n = max(1.0, spread / (sd * sd) - 1)
             out.append(float(n))
         return out[0], out[1]
+
+    def after_review(self) -> "CountingErrors":
+        """The rates once a microscopist has confirmed or rejected every cell called Parasitized: no false positive is
+        left (exactly: `healthy_cells` is infinite), only the cells the pipeline missed, at its measured sensitivity."""
+        return replace(self, false_positive_rate=0.0, false_positive_rate_sd=None, healthy_cells=math.inf)
 
     @property
     def measured(self) -> bool:
@@ -124,7 +129,8 @@ def _posterior_interval(sensitivity: float, fpr: float, infected_cells: float, h
                         draws: int = 200, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     se = rng.beta(sensitivity * infected_cells + 0.5, (1 - sensitivity) * infected_cells + 0.5, (draws, 1))
-    fp = rng.beta(fpr * healthy_cells + 0.5, (1 - fpr) * healthy_cells + 0.5, (draws, 1))
+    fp = (np.full((draws, 1), fpr) if math.isinf(healthy_cells)
+          else rng.beta(fpr * healthy_cells + 0.5, (1 - fpr) * healthy_cells + 0.5, (draws, 1)))
     p = _PREVALENCE_GRID[None, :]
     q = np.clip(se * p + fp * (1 - p), 1e-12, 1 - 1e-12)
     loglik = k * np.log(q) + (n - k) * np.log1p(-q)
@@ -193,5 +199,7 @@ class Parasitemia:
                 "ci95": [lo, hi], "raw_parasitemia": self.raw_fraction,
                 "corrected_for": None if self.errors is None else {
                     "sensitivity": self.errors.sensitivity, "false_positive_rate": self.errors.false_positive_rate,
-                    "infected_cells": self.errors.infected_cells, "healthy_cells": self.errors.healthy_cells},
+                    "infected_cells": self.errors.infected_cells,
+                    "healthy_cells": None if self.errors.healthy_cells == math.inf else self.errors.healthy_cells,
+                    "sensitivity_sd": self.errors.sensitivity_sd, "false_positive_rate_sd": self.errors.false_positive_rate_sd},
                 "reliable": self.reliable, "min_cells": self.min_cells, "warning": self.warning()}

@@ -9,6 +9,7 @@ smaller file).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from dataclasses import dataclass
@@ -53,25 +54,61 @@ class Thumbnail:
     path: Path
     field: str
     probability: float
+    decision: str | None = None  # a reviewer's "confirm" or "reject"
 
 
-def _data_uri(data: bytes, mime: str) -> str:
+def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _field_jpeg(path: Path) -> str:
     """An annotated field as an embedded JPEG, at most EMBED_WIDTH wide: a tenth of the PNG's bytes, sharp enough on a phone."""
+    return _field_jpeg_cached(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _field_jpeg_cached(path: Path, _mtime_ns: int) -> str:
+    """The report is rewritten after every review decision; the fields in it do not change (the mtime says if one did)."""
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.width > EMBED_WIDTH:
-            img = img.resize((EMBED_WIDTH, round(img.height * EMBED_WIDTH / img.width)), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=80)
-    return _data_uri(buf.getvalue(), "image/jpeg")
+        return data_uri(jpeg_bytes(fit_width(img.convert("RGB"), EMBED_WIDTH), quality=80), "image/jpeg")
+
+
+def fit_width(img: Image.Image, width: int) -> Image.Image:
+    """At most `width` pixels wide, the aspect kept: what a phone or an embedded report needs of a field."""
+    if img.width <= width:
+        return img
+    return img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
+
+
+_DECIDED = {"confirm": "confirmed", "reject": "rejected"}
+
+
+def review_text(review: dict | None) -> str:
+    """The review's state in one line, as the register, the report and the web app show it."""
+    if not review or review["status"] == "counted":
+        return "not reviewed yet"
+    if review["status"] == "in review":
+        return f"in review: {review['decided']} of {review['cells_to_review']} cells decided"
+    lo, hi = review["ci95"]
+    return (f"reviewed parasitemia {_pct(review['parasitemia'])} (95 % CI {_pct(lo)} to {_pct(hi)}): "
+            f"{review['confirmed_parasitised']:,} cells confirmed parasitised by {', '.join(review['reviewers'])}")
+
+
+def _review_html(review: dict | None) -> str:
+    if not review or review["status"] == "counted":
+        return '<p>Not reviewed yet: a microscopist confirms or rejects the flagged cells in <code>malaria-edge serve</code>.</p>'
+    big = ' class="big"' if review["status"] == "reviewed" else ""
+    return f'<p{big} id="reviewed">{html.escape(review_text(review)[0].upper() + review_text(review)[1:])}</p>'
 
 
 def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnail], folder: Path, embed: bool = True) -> str:
@@ -115,8 +152,9 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
         else:
             images.append(f'<p><a href="{e(f["annotated"])}">{label}</a></p>')
     thumbs = "".join(
-        f'<figure><img src="{_data_uri(t.path.read_bytes(), "image/png")}" alt="cell from {e(Path(t.field).name)}">'
-        f'<figcaption>{e(Path(t.field).name)}<br>P = {t.probability:.2f}</figcaption></figure>'
+        f'<figure><img src="{data_uri(t.path.read_bytes(), "image/png")}" alt="cell from {e(Path(t.field).name)}">'
+        f'<figcaption>{e(Path(t.field).name)}<br>P = {t.probability:.2f}'
+        f'{"<br><b>" + _DECIDED[t.decision] + "</b>" if t.decision else ""}</figcaption></figure>'
         for t in thumbnails[:THUMBNAILS_SHOWN])
     more = f"<p>{len(thumbnails) - THUMBNAILS_SHOWN} more in parasitized/.</p>" if len(thumbnails) > THUMBNAILS_SHOWN else ""
     return f"""<!doctype html>
@@ -138,7 +176,8 @@ figure {{ margin: 0; width: 80px; text-align: center; font-size: .75em; overflow
 figure img {{ width: 80px; height: 80px; object-fit: contain; background: #000; }}
 </style></head><body>
 <h1>Slide {e(summary["slide"])}</h1>
-<p class="big">Parasitemia {_pct(total.fraction)}</p>
+<p class="big">Parasitemia {_pct(total.fraction)}{" (automatic)" if summary.get("review") else ""}</p>
+{_review_html(summary.get("review"))}
 <p>95 % confidence interval {_pct(lo)} to {_pct(hi)}: {total.parasitized:,} cells called Parasitized of {total.cells:,} counted
 in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unreadable" if errors else ""}. {e(method)}</p>
 {f'<p class="warn">{e(warning)}.</p>' if warning else ""}

@@ -8,14 +8,16 @@ cut is cut off when the file is reopened for resuming.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO, Iterable, Protocol, Sequence
+from typing import IO, Iterable, Iterator, Protocol, Sequence
 
 #: Results are patients' data: new results files are readable by their owner only (and a slide's folder, SLIDE_MODE).
 RESULTS_MODE = 0o600
@@ -268,3 +270,15 @@ def _cut_torn_line(path: str) -> None:
         data = f.read()
         if data and not data.endswith(b"\n"):
             f.truncate(data.rfind(b"\n") + 1)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold a slide folder's lock: a count and a review writing the same slide's files take turns (flock: released by
+    the kernel when a holder is killed, so a crash never leaves the folder locked)."""
+    fd = os.open(os.path.join(os.fspath(folder), ".lock"), os.O_RDWR | os.O_CREAT, RESULTS_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -10,17 +10,27 @@ loses nothing and is never counted twice.
     OUT/parasitized/     crops of the cells called Parasitized, for a microscopist to confirm
     OUT/counting.json    the models (sha256) and threshold the slide is counted with; a resume must match
     OUT/checks.jsonl     each field's stain, cell size and focus, and the warnings they raised
-    OUT/summary.json     per-field and slide totals with the 95 % interval
+    OUT/slide.json       the slide's id, sample code, operator and start time (the register's key)
+    OUT/review.jsonl     a microscopist's decisions on its cells (edge_app.review)
+    OUT/summary.json     per-field and slide totals with the 95 % interval, and the review
     OUT/report.html      the same for a phone browser, offline
+
+A count and a review of the same slide may run at once (`capture` adding
+fields while `serve` records decisions): both write the summary and report
+through `publish`, holding the folder's lock, and build them from the
+folder's files, so neither loses the other's work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +42,31 @@ from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
-from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, maker_changes, read_rows, write_atomic
+from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, read_rows, write_atomic
+from edge_app.review import REVIEW_FILE, Review, cell_key, read_decisions, review_cells
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
+SLIDE_FILE = "slide.json"
+SUMMARY_FILE = "summary.json"
+
+
+def now_text() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_identity(folder: str | os.PathLike) -> dict:
+    """A slide's id, sample, operator and start time from its slide.json; a folder counted before slide.json existed
+    gets an id made from its path, so rebuilding the register always gives it the same one."""
+    folder = Path(folder)
+    try:
+        ident = json.loads((folder / SLIDE_FILE).read_text(encoding="utf-8"))
+        if isinstance(ident, dict) and isinstance(ident.get("id"), str) and ident["id"]:
+            return ident
+    except (OSError, ValueError):
+        pass
+    return {"id": hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16], "sample": None, "operator": None,
+            "started": None}
 
 
 @dataclass(frozen=True)
@@ -93,9 +124,8 @@ class SlideRun:
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
                  threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS, detector: CellDetector | None = None,
-                 embed: bool = True):
+                 embed: bool = True, sample: str | None = None, operator: str | None = None):
         self.out = Path(out)
-        self.fmt = fmt
         self.embed = embed
         self.model = model
         self.detector = detector
@@ -112,8 +142,10 @@ class SlideRun:
             (self.out / sub).mkdir(exist_ok=True)
         self._check_same_counting(resume)
         self.checks_path = self.out / "checks.jsonl"
-        if not resume:
+        if not resume:  # a new count: the old one's checks and review decisions are about other cells
             self.checks_path.unlink(missing_ok=True)
+            (self.out / REVIEW_FILE).unlink(missing_ok=True)
+        self.identity = self._identify(resume, sample, operator)
         checked = read_checks(self.checks_path)
         self.counts = [replace(c, warnings=checked.get(c.field, ())) for c in count_fields(self.writer.previous)]
 
@@ -129,6 +161,15 @@ class SlideRun:
             raise OutputError(f"{self.out} was counted with {changes}; resume it with the same --model, --detector and "
                               "--threshold, or count into a new folder")
         write_atomic(record, json.dumps(counting, indent=1))
+
+    def _identify(self, resume: bool, sample: str | None, operator: str | None) -> dict:
+        """The slide's slide.json: kept by a resume (with a new sample code or operator if given), new otherwise."""
+        ident = read_identity(self.out) if resume and (self.out / SLIDE_FILE).exists() else {
+            "id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
+            "sample": None, "operator": None, "started": now_text()}
+        ident.update({k: v for k, v in (("sample", sample), ("operator", operator)) if v is not None})
+        write_atomic(self.out / SLIDE_FILE, json.dumps(ident, indent=1))
+        return ident
 
     @property
     def done(self) -> set[str]:
@@ -170,12 +211,14 @@ class SlideRun:
         return slide_summary(self.counts, self.min_cells, self.errors)
 
     def finish(self) -> dict:
-        """Write summary.json and report.html (earlier runs' fields included); returns the summary."""
+        """Write summary.json and report.html (earlier runs' fields, and any review, included); returns the summary."""
         self.writer.close()
         total = self.running_total()
         annotated = [Path("annotated") / f"{self.image_name(i, c.field)}.png" for i, c in enumerate(self.counts)]
         summary = {
             "slide": self.out.name,
+            **self.identity,
+            "counted": now_text(),
             **self.model.provenance(self.threshold),
             "cells_found_by": f"{self.detector.name} (sha256 {self.detector.meta['tflite_sha256']})" if self.detector
                               else "classical OpenCV segmentation",
@@ -186,25 +229,75 @@ class SlideRun:
                         "warnings": list(c.warnings),
                         "annotated": str(a) if (self.out / a).exists() else None}
                        for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
+            "embed": self.embed,
         }
-        write_atomic(self.out / "summary.json", json.dumps(summary, indent=1))
-        write_atomic(self.out / "report.html", render_html(summary, total, self._thumbnails(), self.out, self.embed))
-        return summary
+        return publish(self.out, summary)
 
-    def _thumbnails(self) -> list[Thumbnail]:
-        """The crops of the cells called Parasitized, in field order, with their probabilities from the results file."""
-        by_field: OrderedDict[str, list[dict]] = OrderedDict()
-        for r in read_rows(str(self.results_path), self.fmt, CELL_FIELDS):
-            by_field.setdefault(r["field"], []).append(r)
-        thumbs = []
-        for i, (field, rows) in enumerate(by_field.items()):
-            for r in rows:
-                if r["status"] != "ok" or r["label"] != LABELS[1]:
-                    continue
-                path = self.out / "parasitized" / f"{self.image_name(i, field)}-cell{int(r['cell']):04d}.png"
-                if path.exists():
-                    thumbs.append(Thumbnail(path, field, float(r["probability"])))
-        return thumbs
+
+def read_summary(folder: str | os.PathLike) -> dict:
+    """A counted slide's summary.json (OSError or ValueError when there is none, or it is not one)."""
+    summary = json.loads((Path(folder) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    if not isinstance(summary, dict) or not {"results", "total", "fields"} <= summary.keys():
+        raise ValueError(f"{folder}/{SUMMARY_FILE} is not a malaria-edge slide summary")
+    return summary
+
+
+def slide_rows(folder: str | os.PathLike, summary: dict) -> list[dict]:
+    """The slide's per-cell rows, from the results file its summary names (a name, never a path, so it stays inside)."""
+    name = Path(summary["results"]).name
+    return read_rows(str(Path(folder) / name), Path(name).suffix.lstrip(".") or "csv", CELL_FIELDS)
+
+
+def total_from_summary(summary: dict) -> Parasitemia:
+    """The slide's automatic parasitemia, as `finish` computed it, back from its summary."""
+    t = summary["total"]
+    return Parasitemia(t["cells"], t["parasitized"], t["min_cells"],
+                       CountingErrors(**t["corrected_for"]) if t.get("corrected_for") else None)
+
+
+def slide_review(folder: str | os.PathLike, summary: dict, rows: list[dict] | None = None) -> Review:
+    """The review of a slide so far: its cells to review and the decisions in its folder."""
+    total = total_from_summary(summary)
+    rows = slide_rows(folder, summary) if rows is None else rows
+    return Review(review_cells(rows, str(summary.get("id") or read_identity(folder)["id"])), read_decisions(folder),
+                  total.cells, total.errors, total.min_cells)
+
+
+def publish(folder: str | os.PathLike, summary: dict | None = None) -> dict:
+    """Write summary.json and report.html, the review so far included, holding the folder's lock; returns the summary.
+
+    Called with a new summary when a count finishes, and without one (the
+    folder's own, read under the lock so a count finishing meanwhile is not
+    undone) after every review decision: the reviewed parasitemia is in the
+    summary and the report as soon as it exists.
+    """
+    folder = Path(folder)
+    with folder_lock(folder):
+        summary = read_summary(folder) if summary is None else summary
+        rows = slide_rows(folder, summary)
+        review = slide_review(folder, summary, rows)
+        summary = {**summary, "review": review.as_dict()}
+        write_atomic(folder / SUMMARY_FILE, json.dumps(summary, indent=1))
+        write_atomic(folder / "report.html", render_html(summary, total_from_summary(summary),
+                                                         thumbnails(folder, rows, review), folder, summary.get("embed", True)))
+    return summary
+
+
+def thumbnails(folder: Path, rows: list[dict], review: Review) -> list[Thumbnail]:
+    """The crops of the cells called Parasitized, in field order, with their probabilities and the reviewer's decision."""
+    by_field: OrderedDict[str, list[dict]] = OrderedDict()
+    for r in rows:
+        by_field.setdefault(r["field"], []).append(r)
+    thumbs = []
+    for i, (field, field_rows) in enumerate(by_field.items()):
+        for r in field_rows:
+            if r["status"] != "ok" or r["label"] != LABELS[1]:
+                continue
+            path = folder / "parasitized" / f"{SlideRun.image_name(i, field)}-cell{int(r['cell']):04d}.png"
+            if path.exists():
+                decision = review.decisions.get(cell_key(i, int(r["cell"])))
+                thumbs.append(Thumbnail(path, field, float(r["probability"]), decision.decision if decision else None))
+    return thumbs
 
 
 def read_checks(path: Path) -> dict[str, tuple[str, ...]]:

@@ -127,3 +127,32 @@ def unreadable_sub(monkeypatch):
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
+
+
+@pytest.fixture(autouse=True)
+def private_register(tmp_path, monkeypatch) -> Path:
+    """Every test's slides go to its own register (and the subprocesses it starts inherit it), never the user's."""
+    path = tmp_path / "register" / "register.sqlite3"
+    monkeypatch.setenv("MALARIA_EDGE_REGISTER", str(path))
+    return path
+
+
+def drawn_slide(tmp_path: Path, tiny_model: Path, n_fields: int = 2, *extra: str, name: str = "slide") -> Path:
+    """A slide counted by `malaria-edge smear` (tiny model, classical segmentation) from drawn fields: 24 cells a
+    field, every sixth red (called Parasitized), the rest blue."""
+    from click.testing import CliRunner
+
+    from benchmarks.synthetic_fields import compose_field
+    from edge_app.cli import main
+
+    folder = tmp_path / f"{name}-fields"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for f in range(n_fields):
+        cells = [(np.asarray(cell(RED if i % 6 == 0 else BLUE, (44, 50), seed=10 * f + i)), "") for i in range(24)]
+        Image.fromarray(compose_field(cells, (400, 560), rng)[0]).save(folder / f"field{f}.png")
+    out = tmp_path / name
+    res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(tiny_model),
+                                    "--segmenter", "classical", *extra])
+    assert res.exit_code == 0, res.output
+    return out

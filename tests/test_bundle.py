@@ -3,6 +3,8 @@
 import csv
 import hashlib
 import io
+import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -110,3 +112,15 @@ def test_service_install_is_planned_as_a_dedicated_user(native_bundle, tmp_path)
     assert "+ python3 -m venv --system-site-packages /opt/malaria-edge" in out and "--require-hashes" in out
     assert "useradd --system" in out and "malaria-edge-watch.service /etc/systemd/system/" in out
     assert "systemctl enable --now malaria-edge-watch" in out
+
+
+def test_the_reviewer_app_is_installed_for_the_user_whose_slides_it_serves(native_bundle):
+    user = pwd.getpwuid(os.getuid()).pw_name
+    res = subprocess.run(["bash", str(native_bundle / "install.sh"), "--serve", user, "--dry-run"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert "malaria-edge-serve@.service /etc/systemd/system/" in res.stdout
+    assert f"systemctl enable --now malaria-edge-serve@{user}" in res.stdout and "useradd" not in res.stdout
+    nobody = subprocess.run(["bash", str(native_bundle / "install.sh"), "--serve", "no-such-user-x", "--dry-run"],
+                            capture_output=True, text=True)
+    assert nobody.returncode == 2 and "no such user" in nobody.stderr

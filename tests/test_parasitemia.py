@@ -53,7 +53,9 @@ def test_corrected_parasitemia_keeps_the_raw_count():
     assert lo == pytest.approx(errors.correct(raw_lo)) and hi == pytest.approx(errors.correct(raw_hi))
     assert "raw count 57 = 1.90 %" in p.percent_text()
     assert p.as_dict()["corrected_for"] == {"sensitivity": 0.85, "false_positive_rate": 0.01,
-                                            "infected_cells": None, "healthy_cells": None}
+                                            "infected_cells": None, "healthy_cells": None,
+                                            "sensitivity_sd": None, "false_positive_rate_sd": None}
+    assert CountingErrors(**p.as_dict()["corrected_for"]) == p.errors  # a summary gives back the rates it was made with
 
 
 def test_impossible_error_rates_are_refused():

@@ -7,6 +7,8 @@
 #   ./install.sh --no-system-site    # a venv that sees no system packages (machines without a camera)
 #   sudo ./install.sh --service      # into /opt/malaria-edge, plus the unattended `watch` service: a dedicated
 #                                    # unprivileged user malaria-edge, data in /var/lib/malaria-edge
+#   sudo ./install.sh --serve pi     # into /opt/malaria-edge, plus the reviewer web app for user pi's slides
+#                                    # (malaria-edge-serve@pi, http://localhost:8080/)
 #
 # Installs exactly the wheels in requirements.txt, each checked against its sha256 (pip --require-hashes).
 # Safe to run again: it reuses the venv and reinstalls the bundle's version.
@@ -17,13 +19,15 @@ prefix="$HOME/malaria-edge"
 dry=0
 site="--system-site-packages"
 service=0
+serve_user=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --service) service=1; prefix="/opt/malaria-edge"; shift ;;
+    --serve) serve_user="${2:?--serve needs the user whose slides it serves}"; prefix="/opt/malaria-edge"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --no-system-site) site=""; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,8 +37,12 @@ step() {
   if [ "$dry" = 0 ]; then "$@"; fi
 }
 
-if [ "$service" = 1 ] && [ "$dry" = 0 ] && [ "$(id -u)" != 0 ]; then
-  echo "install.sh: --service installs a system service: run it with sudo" >&2
+if { [ "$service" = 1 ] || [ -n "$serve_user" ]; } && [ "$dry" = 0 ] && [ "$(id -u)" != 0 ]; then
+  echo "install.sh: --service and --serve install a system service: run it with sudo" >&2
+  exit 2
+fi
+if [ -n "$serve_user" ] && ! id "$serve_user" >/dev/null 2>&1; then
+  echo "install.sh: --serve $serve_user: no such user" >&2
   exit 2
 fi
 
@@ -65,6 +73,11 @@ if [ "$service" = 1 ]; then
   step systemctl daemon-reload
   step systemctl enable --now malaria-edge-watch
 fi
+if [ -n "$serve_user" ]; then
+  step install -m 0644 "$here/malaria-edge-serve@.service" /etc/systemd/system/malaria-edge-serve@.service
+  step systemctl daemon-reload
+  step systemctl enable --now "malaria-edge-serve@$serve_user"
+fi
 if [ "$dry" = 0 ]; then
   echo
   "$prefix/bin/malaria-edge" doctor --output-dir "$HOME" || true  # report, do not undo the install
@@ -74,5 +87,8 @@ if [ "$dry" = 0 ]; then
     echo "service: malaria-edge-watch, classifying /var/lib/malaria-edge/inbox into /var/lib/malaria-edge/results (journalctl -u malaria-edge-watch)"
   else
     echo "for unattended use: sudo ./install.sh --service"
+  fi
+  if [ -n "$serve_user" ]; then
+    echo "reviewer app: http://localhost:8080/ for $serve_user's slides (journalctl -u malaria-edge-serve@$serve_user)"
   fi
 fi

@@ -1,0 +1,289 @@
+"""The slide register: one SQLite database that remembers every slide counted on this device, and its review.
+
+It is an index, not the record: each slide's folder holds the cells, the
+summary and the review decisions (edge_app.slide, edge_app.review), and
+`index_slide` copies what a list or an export needs from there. So a lost
+or damaged register is rebuilt from the folders (`rebuild`), and a register
+write that fails never costs a count.
+
+SQLite in WAL mode with `synchronous=FULL`: a committed slide survives a
+power cut, readers (the web app) never block the writer (a `capture`), and
+a writer killed mid-transaction leaves the database as it was before it.
+The schema carries its version (`PRAGMA user_version`); `MIGRATIONS` bring
+an older register up to date when it is opened.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from edge_app.results import folder_lock
+from edge_app.review import read_decisions
+from edge_app.slide import SUMMARY_FILE, read_identity, read_summary
+
+ENV_VAR = "MALARIA_EDGE_REGISTER"
+STATUSES = ("counted", "in review", "reviewed")
+
+#: Each entry takes the schema from version i to i + 1; never edit one that has shipped, append another.
+MIGRATIONS = (
+    # 1: the slides as counted
+    """
+    CREATE TABLE slides (
+        id TEXT PRIMARY KEY,
+        folder TEXT NOT NULL UNIQUE,
+        sample TEXT, operator TEXT, started TEXT, counted TEXT,
+        model TEXT, model_version TEXT, model_sha256 TEXT, threshold REAL, detector TEXT,
+        fields INTEGER NOT NULL, cells INTEGER NOT NULL, parasitized INTEGER NOT NULL,
+        raw_parasitemia REAL NOT NULL, parasitemia REAL NOT NULL, ci_low REAL NOT NULL, ci_high REAL NOT NULL,
+        reliable INTEGER NOT NULL, fields_flagged INTEGER NOT NULL
+    );
+    CREATE INDEX slides_counted ON slides (counted);
+    CREATE INDEX slides_sample ON slides (sample);
+    """,
+    # 2: the microscopist's review
+    """
+    ALTER TABLE slides ADD COLUMN status TEXT NOT NULL DEFAULT 'counted';
+    ALTER TABLE slides ADD COLUMN review_decided INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE slides ADD COLUMN review_cells INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE slides ADD COLUMN reviewed_parasitemia REAL;
+    ALTER TABLE slides ADD COLUMN reviewed_ci_low REAL;
+    ALTER TABLE slides ADD COLUMN reviewed_ci_high REAL;
+    ALTER TABLE slides ADD COLUMN reviewers TEXT;
+    ALTER TABLE slides ADD COLUMN last_decision TEXT;
+    CREATE TABLE decisions (
+        slide_id TEXT NOT NULL REFERENCES slides (id) ON DELETE CASCADE,
+        cell TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('confirm', 'reject')),
+        reviewer TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (slide_id, cell)
+    );
+    CREATE INDEX slides_status ON slides (status);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: What `export` writes, in this order: everything a lab's records need, nothing about single cells.
+EXPORT_COLUMNS = ("id", "sample", "operator", "started", "counted", "folder", "model", "model_version", "model_sha256",
+                  "threshold", "detector", "fields", "cells", "parasitized", "raw_parasitemia", "parasitemia", "ci_low",
+                  "ci_high", "reliable", "fields_flagged", "status", "review_decided", "review_cells",
+                  "reviewed_parasitemia", "reviewed_ci_low", "reviewed_ci_high", "reviewers", "last_decision")
+
+
+class RegisterError(RuntimeError):
+    """The register cannot be opened or is not one."""
+
+
+def default_register_path() -> Path:
+    """$MALARIA_EDGE_REGISTER, else the user's data directory (XDG): ~/.local/share/malaria-edge/register.sqlite3."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "malaria-edge" / "register.sqlite3"
+
+
+def connect(path: str | os.PathLike | None = None, migrate: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the register and bring its schema up to date."""
+    path = Path(path) if path else default_register_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are explicit (BEGIN IMMEDIATE)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if migrate:
+            _migrate(conn)
+        os.chmod(path, 0o600)  # patients' sample codes
+    except (sqlite3.Error, OSError) as exc:
+        raise RegisterError(f"cannot open the slide register {path}: {exc}") from None
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RegisterError(f"the register has schema version {version}, newer than this app's {SCHEMA_VERSION}: "
+                            "upgrade malaria-edge")
+    for i in range(version, SCHEMA_VERSION):
+        with transaction(conn):
+            if conn.execute("PRAGMA user_version").fetchone()[0] != i:  # another process migrated it meanwhile
+                continue
+            for statement in MIGRATIONS[i].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {i + 1}")
+
+
+class transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers queue for the lock at the start, not half-way."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _slide_record(folder: Path, summary: dict) -> dict:
+    """The register's row for a slide, from its summary (and slide.json for a folder summarised before ids existed)."""
+    ident = {**read_identity(folder), **{k: summary[k] for k in ("id", "sample", "operator", "started") if k in summary}}
+    total, review = summary["total"], summary.get("review") or {}
+    lo, hi = total["ci95"]
+    rlo, rhi = review.get("ci95") or (None, None)
+    return {
+        "id": ident["id"], "folder": str(folder), "sample": ident.get("sample"), "operator": ident.get("operator"),
+        "started": ident.get("started"), "counted": summary.get("counted"), "model": summary.get("model"),
+        "model_version": summary.get("model_version"), "model_sha256": summary.get("model_sha256"),
+        "threshold": summary.get("threshold"), "detector": summary.get("cells_found_by"),
+        "fields": len(summary["fields"]), "cells": total["cells"], "parasitized": total["parasitized"],
+        "raw_parasitemia": total["raw_parasitemia"], "parasitemia": total["parasitemia"], "ci_low": lo, "ci_high": hi,
+        "reliable": int(bool(total["reliable"])), "fields_flagged": sum(1 for f in summary["fields"] if f.get("warnings")),
+        "status": review.get("status", "counted"), "review_decided": review.get("decided", 0),
+        "review_cells": review.get("cells_to_review", 0), "reviewed_parasitemia": review.get("parasitemia"),
+        "reviewed_ci_low": rlo, "reviewed_ci_high": rhi, "reviewers": ", ".join(review.get("reviewers") or ()) or None,
+        "last_decision": review.get("last_decision"),
+    }
+
+
+def read_slide(folder: str | os.PathLike) -> tuple[dict, list]:
+    """A slide folder's register row and its decisions, read from its files."""
+    folder = Path(folder).resolve()
+    record = _slide_record(folder, read_summary(folder))
+    return record, list(read_decisions(folder).values())
+
+
+def _store(conn: sqlite3.Connection, record: dict, slide_decisions: list) -> None:
+    """Write one slide's row and decisions (inside the caller's transaction). A folder counted afresh has a new id:
+    its old entry, with the old count's decisions, goes."""
+    conn.execute("DELETE FROM slides WHERE folder = ? AND id != ?", (record["folder"], record["id"]))
+    updates = ", ".join(f"{k} = excluded.{k}" for k in record if k != "id")
+    conn.execute(f"INSERT INTO slides ({', '.join(record)}) VALUES ({', '.join('?' * len(record))}) "
+                 f"ON CONFLICT (id) DO UPDATE SET {updates}", tuple(record.values()))
+    conn.execute("DELETE FROM decisions WHERE slide_id = ?", (record["id"],))
+    conn.executemany("INSERT INTO decisions (slide_id, cell, decision, reviewer, decided_at) VALUES (?, ?, ?, ?, ?)",
+                     [(record["id"], d.key, d.decision, d.reviewer, d.at) for d in slide_decisions])
+
+
+def index_slide(conn: sqlite3.Connection, folder: str | os.PathLike) -> str:
+    """Copy a slide folder's summary and review decisions into the register, in one transaction; returns its id.
+
+    Read and written holding the folder's lock, so a count and a review
+    indexing the same slide at once leave the register with the later state.
+    """
+    with folder_lock(folder):
+        record, slide_decisions = read_slide(folder)
+        with transaction(conn):
+            _store(conn, record, slide_decisions)
+    return record["id"]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which slides to list or export: counted in [since, until] (ISO dates), sample code containing, status."""
+
+    since: str | None = None
+    until: str | None = None
+    sample: str | None = None
+    status: str | None = None
+    text: str | None = None  # in the sample code, operator, id or folder
+
+    def where(self) -> tuple[str, list]:
+        clauses, args = [], []
+        if self.since:
+            clauses.append("substr(counted, 1, 10) >= ?")
+            args.append(self.since)
+        if self.until:
+            clauses.append("substr(counted, 1, 10) <= ?")
+            args.append(self.until)
+        if self.sample:
+            clauses.append("sample LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like(self.sample)}%")
+        if self.status:
+            clauses.append("status = ?")
+            args.append(self.status)
+        if self.text:
+            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in ("sample", "operator", "id", "folder")) + ")")
+            args.extend([f"%{_like(self.text)}%"] * 4)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_slides(conn: sqlite3.Connection, filters: Filters = Filters(), limit: int | None = None) -> list[dict]:
+    """Slides newest first."""
+    where, args = filters.where()
+    sql = f"SELECT * FROM slides{where} ORDER BY counted DESC, id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [dict(r) for r in conn.execute(sql, args)]
+
+
+def get_slide(conn: sqlite3.Connection, slide_id: str) -> dict | None:
+    row = conn.execute("SELECT * FROM slides WHERE id = ?", (slide_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def decisions(conn: sqlite3.Connection, slide_id: str) -> list[dict]:
+    return [dict(r) for r in conn.execute("SELECT cell, decision, reviewer, decided_at FROM decisions WHERE slide_id = ? "
+                                          "ORDER BY decided_at, cell", (slide_id,))]
+
+
+def export(slides: list[dict], fmt: str) -> str:
+    """The slides as CSV (one row each, EXPORT_COLUMNS) or JSON (a list of objects)."""
+    rows = [{k: s.get(k) for k in EXPORT_COLUMNS} for s in slides]
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    from edge_app.results import csv_cell
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def slide_folders(roots: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Every slide folder (one with a summary.json) under the roots, the roots included."""
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if d not in ("annotated", "parasitized", "fields"))
+            if SUMMARY_FILE in filenames:
+                yield Path(dirpath)
+
+
+def rebuild(conn: sqlite3.Connection, roots: Iterable[str | os.PathLike],
+            on_error: Callable[[Path, str], None] = lambda folder, reason: None) -> int:
+    """Replace the register's contents with the slide folders under the roots, in one transaction; returns how many.
+
+    The folders are read first, so the register is locked only for the
+    writing; a folder that cannot be read is reported through `on_error`
+    and left out.
+    """
+    slides = []
+    for folder in slide_folders(roots):
+        try:
+            slides.append(read_slide(folder))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            on_error(folder, str(exc) or type(exc).__name__)
+    with transaction(conn):
+        conn.execute("DELETE FROM decisions")
+        conn.execute("DELETE FROM slides")
+        for record, slide_decisions in slides:
+            _store(conn, record, slide_decisions)
+    return len(slides)

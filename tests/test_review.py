@@ -1,0 +1,196 @@
+"""Review arithmetic: which cells a microscopist sees, how decisions are kept, and the reviewed parasitemia."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_app.parasitemia import CountingErrors, Parasitemia, wilson_interval
+from edge_app.review import (REVIEW_FILE, SPOT_CHECKS, SPOT_POOL, Review, ReviewCell, read_decisions, record_decision,
+                             review_cells)
+from edge_app.slide import read_summary, slide_review
+from tests.conftest import drawn_slide
+
+
+def _rows(n_fields: int = 3, per_field: int = 40, flagged_every: int = 10) -> list[dict]:
+    rows = []
+    for f in range(n_fields):
+        for c in range(per_field):
+            p = 0.9 if c % flagged_every == 0 else c / (per_field * 2)  # uninfected: 0 .. 0.49, distinct
+            rows.append({"field": f"f{f}.png", "cell": c, "x": c, "y": 0, "width": 10, "height": 10,
+                         "label": "Parasitized" if p >= 0.5 else "Uninfected", "probability": p, "status": "ok"})
+    rows.append({"field": "broken.png", "cell": None, "x": None, "y": None, "width": None, "height": None,
+                 "label": None, "probability": None, "status": "error"})
+    return rows
+
+
+def test_every_flagged_cell_then_a_seeded_sample_of_the_uninfected_cells_nearest_the_threshold():
+    rows = _rows()
+    cells = review_cells(rows, seed="slide-1")
+    flagged = [c for c in cells if not c.spot_check]
+    spot = [c for c in cells if c.spot_check]
+    assert len(flagged) == 12 and all(c.call == "Parasitized" for c in flagged)
+    assert len(spot) == SPOT_CHECKS and all(c.call == "Uninfected" for c in spot)
+    uninfected = sorted((r["probability"] for r in rows if r["label"] == "Uninfected"), reverse=True)
+    assert min(c.probability for c in spot) >= uninfected[SPOT_POOL * SPOT_CHECKS - 1]  # from the nearest pool
+    assert review_cells(rows, seed="slide-1") == cells  # the same cells after a restart
+    assert {c.key for c in review_cells(rows, seed="slide-2")} != {c.key for c in cells}  # another slide, another draw
+    assert {c.field_no for c in cells} <= {0, 1, 2}
+
+
+def test_a_small_slide_shows_all_its_uninfected_cells():
+    cells = review_cells(_rows(n_fields=1, per_field=10), seed="s")
+    assert len([c for c in cells if c.spot_check]) == 9
+
+
+def _review(cells, decisions, counted=1000, errors=None):
+    return Review(cells, {k: _decision(k, d) for k, d in decisions.items()}, counted, errors)
+
+
+def _decision(key, decision):
+    from edge_app.review import Decision
+
+    return Decision(key, decision, "Dr K", "2026-12-02T10:00:00+00:00")
+
+
+def _cells(flagged: int, spot: int) -> list[ReviewCell]:
+    return ([ReviewCell(0, "f", i, (0, 0, 1, 1), "Parasitized", 0.9, False) for i in range(flagged)]
+            + [ReviewCell(1, "g", i, (0, 0, 1, 1), "Uninfected", 0.4, True) for i in range(spot)])
+
+
+def test_status_goes_counted_in_review_reviewed_and_only_then_is_there_a_reviewed_figure():
+    cells = _cells(3, 2)
+    assert _review(cells, {}).status == "counted"
+    partial = _review(cells, {"0:0": "confirm"})
+    assert partial.status == "in review" and partial.result is None
+    assert partial.as_dict()["parasitemia"] is None
+    done = _review(cells, {"0:0": "confirm", "0:1": "reject", "0:2": "confirm", "1:0": "confirm", "1:1": "reject"})
+    assert done.status == "reviewed"
+    # two flagged confirmed, one spot-checked cell found parasitised: 3 of 1000
+    assert done.parasites == 3
+    assert done.result.fraction == pytest.approx(0.003)
+    assert done.result.interval == pytest.approx(wilson_interval(3, 1000))
+    d = done.as_dict()
+    assert (d["flagged_confirmed"], d["flagged_rejected"], d["spot_checks_parasitised"]) == (2, 1, 1)
+
+
+def test_reviewed_parasitemia_is_corrected_for_missed_cells_only():
+    errors = CountingErrors(0.8, 0.01, infected_cells=400, healthy_cells=20000)
+    cells = _cells(20, 0)
+    decisions = {f"0:{i}": "confirm" if i < 10 else "reject" for i in range(20)}
+    result = _review(cells, decisions, counted=1000, errors=errors).result
+    assert result.raw_fraction == pytest.approx(0.010)
+    assert result.fraction == pytest.approx(0.010 / 0.8)  # no false positives left to subtract: only misses
+    automatic = Parasitemia(1000, 10, errors=errors)
+    assert automatic.fraction == pytest.approx(0.0)  # 1 % called, all explained by a 1 % false-positive rate
+    lo, hi = result.interval
+    assert 0 < lo < result.fraction < hi
+    # the sensitivity's own uncertainty widens the interval beyond the count's alone, corrected
+    w_lo, w_hi = wilson_interval(10, 1000)
+    assert hi > w_hi / 0.8 * 0.98 and lo < w_lo / 0.8 * 1.02
+
+
+def test_an_uncertain_sensitivity_widens_the_reviewed_interval():
+    cells = _cells(20, 0)
+    decisions = {f"0:{i}": "confirm" for i in range(20)}
+    sure = _review(cells, decisions, 2000, CountingErrors(0.8, 0.01, 100000, 100000)).result.interval
+    unsure = _review(cells, decisions, 2000, CountingErrors(0.8, 0.01, 100000, 100000, sensitivity_sd=0.2)).result.interval
+    assert unsure[1] - unsure[0] > 1.5 * (sure[1] - sure[0])
+
+
+def test_decisions_are_appended_the_last_one_wins_and_a_torn_line_is_ignored(tmp_path):
+    cell = ReviewCell(2, "f.png", 7, (0, 0, 9, 9), "Parasitized", 0.9, False)
+    record_decision(tmp_path, cell, "confirm", "Dr K")
+    record_decision(tmp_path, cell, "reject", "  Dr M ")
+    with open(tmp_path / REVIEW_FILE, "a") as f:
+        f.write('{"key": "2:8", "decision": "confirm", "rev')  # a power cut mid-line
+    decisions = read_decisions(tmp_path)
+    assert list(decisions) == ["2:7"]
+    assert decisions["2:7"].decision == "reject" and decisions["2:7"].reviewer == "Dr M"
+    lines = (tmp_path / REVIEW_FILE).read_text().splitlines()
+    assert json.loads(lines[0])["field"] == "f.png"
+
+
+@pytest.mark.parametrize("decision, reviewer", [("maybe", "Dr K"), ("confirm", "  ")])
+def test_a_decision_needs_confirm_or_reject_and_a_name(tmp_path, decision, reviewer):
+    with pytest.raises(ValueError):
+        record_decision(tmp_path, ReviewCell(0, "f", 0, (0, 0, 1, 1), "Parasitized", 0.9, False), decision, reviewer)
+    assert not (tmp_path / REVIEW_FILE).exists()
+
+
+def test_a_counted_slide_carries_its_review_in_summary_and_report(tmp_path, tiny_model):
+    from edge_app.slide import publish
+
+    out = drawn_slide(tmp_path, tiny_model)
+    summary = read_summary(out)
+    assert summary["review"]["status"] == "counted" and summary["review"]["flagged"] == 8  # 4 red of 24, 2 fields
+    review = slide_review(out, summary)
+    for i, c in enumerate(review.cells):
+        record_decision(out, c, "reject" if i == 0 else "confirm", "Dr K")
+    summary = publish(out)
+    assert summary["review"]["status"] == "reviewed"
+    assert summary["review"]["parasitemia"] == pytest.approx(7 / 48)
+    assert json.loads((out / "summary.json").read_text())["review"] == summary["review"]
+    report = (out / "report.html").read_text()
+    assert "reviewed parasitemia 14.58 %" in report.lower() and "rejected" in report
+
+
+def _add_field(tmp_path, n: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.synthetic_fields import compose_field
+    from tests.conftest import BLUE, RED, cell
+
+    rng = np.random.default_rng(n)
+    cells = [(np.asarray(cell(RED if i % 6 == 0 else BLUE, (44, 50), seed=100 * n + i)), "") for i in range(24)]
+    Image.fromarray(compose_field(cells, (400, 560), rng)[0]).save(tmp_path / "slide-fields" / f"later{n}.png")
+
+
+def test_a_count_resumed_while_a_review_goes_on_loses_no_decision(tmp_path, tiny_model, private_register):
+    """`capture --resume` adding fields (here `smear --resume`, the same SlideRun) while `serve` records decisions."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from edge_app.cli import main
+    from edge_app.register import connect, get_slide, index_slide
+    from edge_app.slide import publish
+
+    out = drawn_slide(tmp_path, tiny_model, 2)
+    cells = slide_review(out, read_summary(out)).cells
+    for n in range(3):
+        _add_field(tmp_path, n)
+    done = threading.Event()
+
+    def review():
+        for c in cells[:10]:
+            record_decision(out, c, "confirm", "Dr K")
+            publish(out)
+        done.set()
+
+    reviewer = threading.Thread(target=review)
+    reviewer.start()
+    res = CliRunner().invoke(main, ["smear", str(tmp_path / "slide-fields"), "--out", str(out), "--model",
+                                    str(tiny_model), "--segmenter", "classical", "--resume"])
+    reviewer.join(60)
+    assert res.exit_code == 0 and done.is_set(), res.output
+    summary = read_summary(out)  # whichever wrote it last, it has every field and every decision
+    assert summary["total"]["cells"] == 5 * 24 and len(read_decisions(out)) == 10
+    assert summary["review"]["decided"] == 10 and summary["review"]["flagged"] == 5 * 4
+    index_slide(connect(private_register), out)
+    assert get_slide(connect(private_register), summary["id"])["review_decided"] == 10
+
+
+def test_counting_a_slide_afresh_starts_its_review_afresh(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from edge_app.cli import main
+
+    out = drawn_slide(tmp_path, tiny_model, 1)
+    record_decision(out, slide_review(out, read_summary(out)).cells[0], "reject", "Dr K")
+    res = CliRunner().invoke(main, ["smear", str(tmp_path / "slide-fields"), "--out", str(out), "--model",
+                                    str(tiny_model), "--segmenter", "classical", "--overwrite"])
+    assert res.exit_code == 0
+    assert read_decisions(out) == {} and read_summary(out)["review"]["status"] == "counted"

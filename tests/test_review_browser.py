@@ -1,0 +1,114 @@
+"""End to end in a real browser: `malaria-edge serve` (waitress, as deployed) and Debian's headless Chromium review a
+slide counted from drawn fields, on a phone's screen; the reviewed parasitemia shows in the page and in `slides export`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from edge_app.cli import main
+from edge_app.slide import read_summary
+from tests.chromium import CHROMEDRIVER, CHROMIUM, headless_chromium, requested_urls
+from tests.conftest import drawn_slide
+
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args: str, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """`malaria-edge serve` in its own process, once it answers; the caller stops it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "serve", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/slides", timeout=2):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"serve did not start: {proc.stdout.read()}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    pytest.importorskip("selenium.webdriver")
+    driver = headless_chromium(tmp_path / "chromium-profile")
+    yield driver
+    driver.quit()
+
+
+def _decided(browser) -> int:
+    return browser.execute_script("return document.querySelectorAll('.cell.decided-confirm, .cell.decided-reject').length")
+
+
+def _wait(condition, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_model):
+    slide = drawn_slide(tmp_path, tiny_model, 2, "--sample", "E2E-1")
+    proc, url = start_server("--model", str(tiny_model))
+    try:
+        browser.get(url + "/slides")
+        browser.find_element("partial link text", "E2E-1").click()
+        assert "Not reviewed yet" in browser.page_source or "not reviewed yet" in browser.page_source
+        name = browser.find_element("id", "reviewer")
+        name.send_keys("Dr Kamau")
+        name.submit()
+        _wait(lambda: browser.find_element("id", "reviewer").get_attribute("value") == "Dr Kamau")
+
+        cells = browser.find_elements("css selector", ".cell")
+        flagged = browser.find_elements("css selector", ".cell.flagged")
+        assert len(flagged) == 8 and len(cells) == 8 + 12
+        flagged[0].find_element("css selector", "button.reject").click()  # a stain blob, not a parasite
+        _wait(lambda: _decided(browser) == 1)
+        flagged[1].find_element("css selector", "button.confirm").click()
+        _wait(lambda: _decided(browser) == 2)
+        assert "decided-reject" in flagged[0].get_attribute("class")
+        assert "decided-confirm" in flagged[1].get_attribute("class")
+        assert "in review: 2 of 20" in browser.find_element("id", "review-status").text
+
+        for n in range(3, len(cells) + 1):  # the rest by keyboard: focus moves on to the next undecided cell
+            browser.switch_to.active_element.send_keys("c")
+            _wait(lambda n=n: _decided(browser) == n)
+        _wait(lambda: "reviewed parasitemia" in browser.find_element("id", "review-status").text)
+        assert browser.find_element("id", "reviewed-figure").text == "14.58 %"  # 7 of 48 cells
+        assert "by Dr Kamau" in browser.find_element("id", "review-status").text
+
+        browser.refresh()  # the decisions were stored, not only shown
+        assert "decided-reject" in browser.find_elements("css selector", ".cell.flagged")[0].get_attribute("class")
+        assert browser.find_element("id", "reviewed-figure").text == "14.58 %"
+        images = browser.execute_script("return Array.from(document.querySelectorAll('.cell img'))"
+                                        ".map(i => i.complete && i.naturalWidth > 0)")
+        assert images and all(images)
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        assert all(u.startswith((url, "data:")) for u in requested_urls(browser))  # nothing from elsewhere
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    exported = CliRunner().invoke(main, ["slides", "export", "--format", "json"])
+    row = json.loads(exported.output)[0]
+    assert row["sample"] == "E2E-1" and row["status"] == "reviewed" and row["reviewers"] == "Dr Kamau"
+    assert row["reviewed_parasitemia"] == pytest.approx(7 / 48) and row["parasitemia"] == pytest.approx(8 / 48)
+    assert read_summary(slide)["review"]["flagged_rejected"] == 1
