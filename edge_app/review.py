@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from edge_app.labels import LABELS
 from edge_app.parasitemia import CountingErrors, Parasitemia
@@ -65,18 +66,23 @@ class Decision:
     at: str
 
 
+def numbered_cells(rows: list[dict]) -> Iterator[tuple[int, dict]]:
+    """A slide's cell rows with their field's position in the slide (the order fields were counted in)."""
+    field_no: dict[str, int] = {}
+    for r in rows:
+        no = field_no.setdefault(r["field"], len(field_no))
+        if r["status"] == "ok":
+            yield no, r
+
+
 def review_cells(rows: list[dict], seed: str, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
     """The cells to review, from a slide's result rows: every cell called Parasitized, then the spot checks.
 
     Seeded by the slide's id, so the same cells come back after a restart
     and on every device that opens the slide.
     """
-    field_no: dict[str, int] = {}
     cells = []
-    for r in rows:
-        no = field_no.setdefault(r["field"], len(field_no))
-        if r["status"] != "ok":
-            continue
+    for no, r in numbered_cells(rows):
         box = tuple(int(r[k]) for k in ("x", "y", "width", "height"))
         cells.append(ReviewCell(no, r["field"], int(r["cell"]), box, r["label"], float(r["probability"]),
                                 r["label"] != LABELS[1]))

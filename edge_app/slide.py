@@ -23,6 +23,7 @@ folder's files, so neither loses the other's work.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
 from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, read_rows, write_atomic
-from edge_app.review import REVIEW_FILE, Review, cell_key, read_decisions, review_cells
+from edge_app.review import REVIEW_FILE, Review, cell_key, numbered_cells, read_decisions, review_cells
 from edge_app.smear import CellResult, classify_cells, find_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -243,9 +244,32 @@ def read_summary(folder: str | os.PathLike) -> dict:
 
 
 def slide_rows(folder: str | os.PathLike, summary: dict) -> list[dict]:
-    """The slide's per-cell rows, from the results file its summary names (a name, never a path, so it stays inside)."""
-    name = Path(summary["results"]).name
-    return read_rows(str(Path(folder) / name), Path(name).suffix.lstrip(".") or "csv", CELL_FIELDS)
+    """The slide's per-cell rows, from the results file its summary names (a name, never a path, so it stays inside).
+
+    Kept parsed while the file is unchanged, since every review decision
+    needs them and a slide has thousands. Do not modify them.
+    """
+    path = Path(folder) / Path(summary["results"]).name
+    stat = path.stat()
+    return _rows_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_of(path: str, _mtime_ns: int, _size: int) -> list[dict]:
+    return read_rows(path, Path(path).suffix.lstrip(".") or "csv", CELL_FIELDS)
+
+
+def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """Each cell's box in its field by (field position, cell number): where the review finds a cell to show."""
+    path = Path(folder) / Path(summary["results"]).name
+    stat = path.stat()
+    return _boxes_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _boxes_of(path: str, mtime_ns: int, size: int) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    return {(no, int(r["cell"])): tuple(int(r[k]) for k in ("x", "y", "width", "height"))
+            for no, r in numbered_cells(_rows_of(path, mtime_ns, size))}
 
 
 def total_from_summary(summary: dict) -> Parasitemia:
@@ -285,18 +309,14 @@ def publish(folder: str | os.PathLike, summary: dict | None = None) -> dict:
 
 def thumbnails(folder: Path, rows: list[dict], review: Review) -> list[Thumbnail]:
     """The crops of the cells called Parasitized, in field order, with their probabilities and the reviewer's decision."""
-    by_field: OrderedDict[str, list[dict]] = OrderedDict()
-    for r in rows:
-        by_field.setdefault(r["field"], []).append(r)
     thumbs = []
-    for i, (field, field_rows) in enumerate(by_field.items()):
-        for r in field_rows:
-            if r["status"] != "ok" or r["label"] != LABELS[1]:
-                continue
-            path = folder / "parasitized" / f"{SlideRun.image_name(i, field)}-cell{int(r['cell']):04d}.png"
-            if path.exists():
-                decision = review.decisions.get(cell_key(i, int(r["cell"])))
-                thumbs.append(Thumbnail(path, field, float(r["probability"]), decision.decision if decision else None))
+    for no, r in numbered_cells(rows):
+        if r["label"] != LABELS[1]:
+            continue
+        path = folder / "parasitized" / f"{SlideRun.image_name(no, r['field'])}-cell{int(r['cell']):04d}.png"
+        if path.exists():
+            decision = review.decisions.get(cell_key(no, int(r["cell"])))
+            thumbs.append(Thumbnail(path, r["field"], float(r["probability"]), decision.decision if decision else None))
     return thumbs
 
 

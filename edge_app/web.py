@@ -39,13 +39,15 @@ from edge_app.preprocess import ImageError, fit_square, load_rgb
 from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, list_slides
 from edge_app.report import annotate, data_uri, fit_width, jpeg_bytes, review_text
 from edge_app.review import DECISIONS, record_decision
-from edge_app.slide import SlideRun, publish, read_summary, slide_review, slide_rows, total_from_summary
+from edge_app.slide import SlideRun, cell_boxes, publish, read_summary, slide_review, total_from_summary
 
 #: Uploads at least this many pixels on their shorter side are fields (cells are about 100-200 px).
 FIELD_MIN_SIDE = 400
 #: A reviewed cell is shown with this much of its surroundings, this many pixels a side at least.
 CELL_CONTEXT = 0.6
 CELL_SHOWN = 192
+#: Fields are sent at most this wide (a desktop screen; a phone scales them down).
+FIELD_SHOWN = 1280
 #: A wrong token costs the guesser this long (a 6-digit PIN then takes weeks to find).
 FAILED_LOGIN_DELAY = 1.0
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
@@ -168,20 +170,17 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     @app.route("/slides/<slide_id>/fields/<int:field_no>.jpg")
     def field_image(slide_id: str, field_no: int):
         _, folder, summary = slide_folder(slide_id)
-        return _image_response(_jpeg(_annotated_path(folder, summary, field_no), 1280))
+        path = _annotated_path(folder, summary, field_no)
+        return _image_response(_field_jpeg(path, path.stat().st_mtime_ns))
 
     @app.route("/slides/<slide_id>/cells/<int:field_no>/<int:cell>.jpg")
     def cell_image(slide_id: str, field_no: int, cell: int):
         _, folder, summary = slide_folder(slide_id)
-        rows = slide_rows(folder, summary)
-        names = list(dict.fromkeys(r["field"] for r in rows))
-        if field_no >= len(names):
+        box = cell_boxes(folder, summary).get((field_no, cell))
+        if box is None:
             abort(404)
-        match = [r for r in rows if r["field"] == names[field_no] and r["status"] == "ok" and int(r["cell"]) == cell]
-        if not match:
-            abort(404)
-        box = tuple(int(match[0][k]) for k in ("x", "y", "width", "height"))
-        return _image_response(_cell_jpeg(_annotated_path(folder, summary, field_no), box))
+        path = _annotated_path(folder, summary, field_no)
+        return _image_response(_cell_jpeg(path, path.stat().st_mtime_ns, box))
 
     @app.route("/slides/<slide_id>/review", methods=["POST"])
     def review(slide_id: str):
@@ -289,11 +288,13 @@ def _field(path: Path) -> Image.Image:
     return _decoded(path, path.stat().st_mtime_ns)
 
 
-def _jpeg(path: Path, width: int) -> bytes:
-    return jpeg_bytes(fit_width(_field(path), width))
+@functools.lru_cache(maxsize=32)
+def _field_jpeg(path: Path, _mtime_ns: int) -> bytes:
+    return jpeg_bytes(fit_width(_field(path), FIELD_SHOWN))
 
 
-def _cell_jpeg(path: Path, box: tuple[int, int, int, int]) -> bytes:
+@functools.lru_cache(maxsize=1024)
+def _cell_jpeg(path: Path, _mtime_ns: int, box: tuple[int, int, int, int]) -> bytes:
     """The cell with its box (drawn outside it) and some of its neighbours, enlarged to judge a ring's chromatin."""
     img = _field(path)
     x, y, w, h = box

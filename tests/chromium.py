@@ -25,6 +25,9 @@ def headless_chromium(profile: Path, size: tuple[int, int] = PHONE):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    # Headless windows are at least 500 px wide: a phone's width (and its touch, mobile viewport) is emulated.
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": size[0], "height": size[1],
+                                                                  "deviceScaleFactor": 1, "mobile": size[0] < 600})
     driver.get("about:blank")
     driver.get_log("performance")  # drop the start page's own requests
     return driver
