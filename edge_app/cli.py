@@ -49,6 +49,11 @@ model_option = click.option(
 )
 
 
+register_option = click.option(
+    "--register", "register", type=click.Path(dir_okay=False), envvar="MALARIA_EDGE_REGISTER", default=None,
+    show_envvar=True, help="The slide register (SQLite). Default: ~/.local/share/malaria-edge/register.sqlite3.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="malaria-edge")
 @click.pass_context
@@ -217,14 +222,15 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
 @model_option
 @click.option("--detector", type=click.Path(dir_okay=False), default=None, help="Cell detector .tflite to check. Default: the shipped one.")
 @click.option("--output-dir", type=click.Path(), default=".", show_default=True, help="Where results will be written.")
-def doctor(model, detector, output_dir) -> None:
-    """Check this device: Python, TFLite runtime, model, cell detector, camera, free disk, output folder.
+@register_option
+def doctor(model, detector, output_dir, register) -> None:
+    """Check this device: Python, TFLite runtime, model, cell detector, camera, output folder, slide register, free disk.
 
     Prints one line per check with the fix for each failure; exits 1 if any check failed.
     """
     from edge_app.doctor import run_checks
 
-    checks = run_checks(model or default_model_path(), output_dir, detector)
+    checks = run_checks(model or default_model_path(), output_dir, detector, register)
     for check in checks:
         click.echo(check.line())
     failed = [c.name for c in checks if c.status == "FAIL"]
@@ -240,11 +246,6 @@ def _resolution(_ctx, _param, value: str) -> tuple[int, int]:
     except ValueError:
         pass
     raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 1640x1232")
-
-
-register_option = click.option(
-    "--register", "register", type=click.Path(dir_okay=False), envvar="MALARIA_EDGE_REGISTER", default=None,
-    show_envvar=True, help="The slide register (SQLite). Default: ~/.local/share/malaria-edge/register.sqlite3.")
 
 
 def slide_options(fn):

@@ -162,11 +162,35 @@ def check_writable(folder: str | Path) -> Check:
     return Check("output folder", "PASS", f"{folder} is writable")
 
 
-def run_checks(model: str | Path, output_dir: str | Path, detector: str | Path | None = None) -> list[Check]:
+def check_register(path: str | Path | None = None) -> Check:
+    """Open the slide register (migrating it if it is old) and check its integrity. A register that cannot be
+    used is a warning: counts still go into the slide folders, and `slides rebuild` indexes them later."""
+    import sqlite3
+
+    from edge_app.register import RegisterError, connect, default_register_path
+
+    shown = Path(path) if path else default_register_path()
+    try:
+        conn = connect(path)
+        try:
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            slides = conn.execute("SELECT COUNT(*) FROM slides").fetchone()[0]
+        finally:
+            conn.close()
+    except (RegisterError, sqlite3.Error) as exc:
+        return Check("slide register", "WARN", str(exc), "move it aside and run `malaria-edge slides rebuild SLIDES_FOLDER`")
+    if ok != "ok":
+        return Check("slide register", "WARN", f"{shown} is damaged ({ok})",
+                     "move it aside and run `malaria-edge slides rebuild SLIDES_FOLDER`")
+    return Check("slide register", "PASS", f"{shown}: {slides:,} slide{'' if slides == 1 else 's'}")
+
+
+def run_checks(model: str | Path, output_dir: str | Path, detector: str | Path | None = None,
+               register: str | Path | None = None) -> list[Check]:
     from edge_app.detect import default_detector_path
 
     checks = [check_python(), check_runtime(), check_model(model), check_detector(detector or default_detector_path()),
-              check_smear(), check_camera(), check_writable(output_dir)]
+              check_smear(), check_camera(), check_writable(output_dir), check_register(register)]
     where = _existing_parent(Path(output_dir))
     if where.is_dir():
         checks.append(check_disk(where))

@@ -130,9 +130,10 @@ def unreadable_sub(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def private_register(tmp_path, monkeypatch) -> Path:
-    """Every test's slides go to its own register (and the subprocesses it starts inherit it), never the user's."""
-    path = tmp_path / "register" / "register.sqlite3"
+def private_register(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's slides go to its own register (and the subprocesses it starts inherit it), never the user's;
+    outside the test's tmp_path, which some tests expect to hold only what they wrote."""
+    path = tmp_path_factory.mktemp("register") / "register.sqlite3"
     monkeypatch.setenv("MALARIA_EDGE_REGISTER", str(path))
     return path
 

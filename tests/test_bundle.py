@@ -56,6 +56,14 @@ def test_pi_bundle_has_only_aarch64_cp311_or_pure_wheels(tmp_path):
     assert any(n.endswith("/install.sh") for n in names) and any(n.endswith("/SHA256SUMS") for n in names)
 
 
+#: The installed web app answers its pages from the installed templates and assets.
+SERVE_PAGES = """
+from edge_app.web import create_app
+client = create_app().test_client()
+print(*(client.get(url).status_code for url in ("/slides", "/classify", "/static/app.js")))
+"""
+
+
 def test_native_bundle_installs_offline_and_classifies_with_the_network_off(native_bundle, tmp_path):
     prefix = tmp_path / "venv"
     res = subprocess.run(["bash", str(native_bundle / "install.sh"), "--prefix", str(prefix), "--no-system-site"],
@@ -64,13 +72,18 @@ def test_native_bundle_installs_offline_and_classifies_with_the_network_off(nati
     assert "PASS  model" in res.stdout and "installed:" in res.stdout
     python = prefix / "bin" / "python"
     assert subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode != 0
+    cells = tmp_path / "cells"  # not tmp_path itself: the venv's packages ship images of their own
+    cells.mkdir()
     for i in range(2):
-        cell(RED, seed=i).save(tmp_path / f"red_{i}.png")
-        cell(BLUE, seed=i).save(tmp_path / f"blue_{i}.png")
-    run = subprocess.run([str(python), "-c", OFFLINE_RUNNER, "classify", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+        cell(RED, seed=i).save(cells / f"red_{i}.png")
+        cell(BLUE, seed=i).save(cells / f"blue_{i}.png")
+    run = subprocess.run([str(python), "-c", OFFLINE_RUNNER, "classify", str(cells)], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "NETWORK_ATTEMPTS 0 HEAVY_MODULES []" in run.stderr
     assert len(list(csv.DictReader(io.StringIO(run.stdout)))) == 4
+    pages = subprocess.run([str(python), "-c", SERVE_PAGES], capture_output=True, text=True, cwd=tmp_path,
+                           env={"HOME": str(tmp_path), "PATH": BASE_PATH})
+    assert pages.stdout.split() == ["200", "200", "200"], pages.stderr  # templates and assets installed with the app
     again = subprocess.run(["bash", str(native_bundle / "install.sh"), "--prefix", str(prefix), "--no-system-site"],
                            capture_output=True, text=True, env={"PATH": BASE_PATH, "HOME": str(tmp_path)})
     assert again.returncode == 0 and "reusing the virtual environment" in again.stdout  # idempotent

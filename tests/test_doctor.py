@@ -26,7 +26,8 @@ def test_healthy_device_passes(tiny_model, tiny_detector, tmp_path, monkeypatch)
     res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--detector", str(tiny_detector),
                                     "--output-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    for name in ("python", "tflite runtime", "model", "cell detector", "smear segmentation", "camera", "output folder", "disk"):
+    for name in ("python", "tflite runtime", "model", "cell detector", "smear segmentation", "camera", "output folder",
+                 "slide register", "disk"):
         assert any(line.startswith("PASS") and f" {name}:" in line for line in res.output.splitlines()), name
     assert "imx477" in res.output and "all checks passed" in res.output
     assert list(tmp_path.iterdir()) == []  # the write test cleans up after itself
@@ -99,3 +100,12 @@ def test_missing_detector_is_a_warning_with_the_classical_way_out(tiny_model, tm
     res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_model), "--detector", str(tmp_path / "none.tflite"),
                                     "--output-dir", str(tmp_path)])
     assert "WARN  cell detector" in res.output and "--segmenter classical" in res.output
+
+
+def test_a_damaged_register_is_a_warning_with_the_rebuild_command(tmp_path):
+    junk = tmp_path / "register.sqlite3"
+    junk.write_bytes(b"not a database " * 500)
+    check = doctor.check_register(junk)
+    assert check.status == "WARN" and "slides rebuild" in check.fix
+    good = doctor.check_register(tmp_path / "fresh" / "register.sqlite3")
+    assert good.status == "PASS" and "0 slides" in good.detail
