@@ -34,6 +34,10 @@ def test_a_smeared_slide_is_registered_with_its_sample_operator_and_model(tmp_pa
     assert s["model_sha256"] == summary["model_sha256"] and s["threshold"] == summary["threshold"]
     assert s["ci_low"] < s["parasitemia"] < s["ci_high"] and s["reliable"] == 0
     assert s["status"] == "counted" and s["review_cells"] == 8 + 12
+    conn = connect(private_register)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a committed slide survives a power cut
+    assert private_register.stat().st_mode & 0o077 == 0  # sample codes are patients' data
 
 
 def test_migrating_a_version_1_register_keeps_its_slides(tmp_path):
