@@ -90,20 +90,19 @@ def default_register_path() -> Path:
     return Path(base) / "malaria-edge" / "register.sqlite3"
 
 
-def connect(path: str | os.PathLike | None = None, migrate: bool = True) -> sqlite3.Connection:
+def connect(path: str | os.PathLike | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the register and bring its schema up to date."""
     path = Path(path) if path else default_register_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # patients' sample codes: owner-only from the start
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions are explicit (BEGIN IMMEDIATE)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        if migrate:
-            _migrate(conn)
-        os.chmod(path, 0o600)  # patients' sample codes
+        _migrate(conn)
     except (sqlite3.Error, OSError) as exc:
         raise RegisterError(f"cannot open the slide register {path}: {exc}") from None
     return conn

@@ -164,8 +164,12 @@ class SlideRun:
         write_atomic(record, json.dumps(counting, indent=1))
 
     def _identify(self, resume: bool, sample: str | None, operator: str | None) -> dict:
-        """The slide's slide.json: kept by a resume (with a new sample code or operator if given), new otherwise."""
-        ident = read_identity(self.out) if resume and (self.out / SLIDE_FILE).exists() else {
+        """The slide's slide.json: kept by a resume (with a new sample code or operator if given), new otherwise.
+
+        A resumed folder from before slide.json existed keeps the id its path
+        gives it (`read_identity`), the one `slides rebuild` registered it under.
+        """
+        ident = read_identity(self.out) if resume else {
             "id": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
             "sample": None, "operator": None, "started": now_text()}
         ident.update({k: v for k, v in (("sample", sample), ("operator", operator)) if v is not None})

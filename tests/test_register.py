@@ -206,3 +206,16 @@ def test_an_unwritable_register_costs_a_warning_not_the_count(tmp_path, tiny_mod
     res = CliRunner().invoke(main, ["smear", str(tmp_path / "slide-fields"), "--out", str(tmp_path / "again"),
                                     "--model", str(tiny_model), "--segmenter", "classical"])
     assert res.exit_code == 0 and "slide not added to the register" in res.output and "slides rebuild" in res.output
+
+
+def test_a_folder_from_before_slide_ids_keeps_one_id_through_rebuild_and_resume(tmp_path, tiny_model, private_register):
+    out = drawn_slide(tmp_path, tiny_model, 1)
+    (out / "slide.json").unlink()  # as an older release left it
+    assert CliRunner().invoke(main, ["slides", "rebuild", str(tmp_path)]).exit_code == 0
+    (rebuilt,) = list_slides(connect(private_register))
+    res = CliRunner().invoke(main, ["smear", str(tmp_path / "slide-fields"), "--out", str(out), "--model",
+                                    str(tiny_model), "--segmenter", "classical", "--resume", "--sample", "late"])
+    assert res.exit_code == 0, res.output
+    (resumed,) = list_slides(connect(private_register))
+    assert resumed["id"] == rebuilt["id"] == json.loads((out / "slide.json").read_text())["id"]
+    assert resumed["sample"] == "late"
