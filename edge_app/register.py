@@ -138,8 +138,8 @@ class transaction:
 
 
 def _slide_record(folder: Path, summary: dict) -> dict:
-    """The register's row for a slide, from its summary (and slide.json for a folder summarised before ids existed)."""
-    ident = {**read_identity(folder), **{k: summary[k] for k in ("id", "sample", "operator", "started") if k in summary}}
+    """The register's row for a slide, from its summary and identity (edge_app.slide.read_identity)."""
+    ident = read_identity(folder)
     total, review = summary["total"], summary.get("review") or {}
     lo, hi = total["ci95"]
     rlo, rhi = review.get("ci95") or (None, None)

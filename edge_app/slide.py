@@ -57,15 +57,17 @@ def now_text() -> str:
 
 
 def read_identity(folder: str | os.PathLike) -> dict:
-    """A slide's id, sample, operator and start time from its slide.json; a folder counted before slide.json existed
-    gets an id made from its path, so rebuilding the register always gives it the same one."""
+    """A slide's id, sample, operator and start time: from its slide.json, else from its summary (slide.json lost),
+    else an id made from its path (a folder counted before slide ids existed), so that rebuilding the register and
+    resuming the count always give it the same id."""
     folder = Path(folder)
-    try:
-        ident = json.loads((folder / SLIDE_FILE).read_text(encoding="utf-8"))
+    for name in (SLIDE_FILE, SUMMARY_FILE):
+        try:
+            ident = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
         if isinstance(ident, dict) and isinstance(ident.get("id"), str) and ident["id"]:
-            return ident
-    except (OSError, ValueError):
-        pass
+            return {k: ident.get(k) for k in ("id", "sample", "operator", "started")}
     return {"id": hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16], "sample": None, "operator": None,
             "started": None}
 
