@@ -114,7 +114,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     @app.context_processor
     def page_globals() -> dict:
         return {"reviewer": current_reviewer(), "percent": _percent, "review_text": review_text,
-                "token_needed": bool(token)}
+                "field_min_side": FIELD_MIN_SIDE}
 
     def current_reviewer() -> str | None:
         return session.get("reviewer") or reviewer
