@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from quantization.benchmark import benchmark, markdown
 from tests.conftest import TINY_SIZE

@@ -1,7 +1,6 @@
 import sys
 import types
 
-import pytest
 from click.testing import CliRunner
 
 from edge_app import doctor
