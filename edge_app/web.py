@@ -23,6 +23,7 @@ import functools
 import hmac
 import io
 import ipaddress
+import os
 import secrets
 import sqlite3
 import threading
@@ -61,6 +62,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def session_secret(register: str | None) -> bytes:
+    """The key that signs browsers' sessions, kept beside the register (owner-only) so a restart or a reboot in the
+    middle of a review keeps everyone signed in, with their reviewer name."""
+    from edge_app.register import default_register_path
+
+    path = (Path(register) if register else default_register_path()).parent / "serve-session.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # torn by a power cut while it was first written: a new one
+    key = secrets.token_bytes(32)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key
 
 
 def create_app(register: str | None = None, token: str | None = None, reviewer: str | None = None,

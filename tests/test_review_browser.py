@@ -28,9 +28,10 @@ def free_port() -> int:
 
 
 def start_server(*args: str, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """`malaria-edge serve` in its own process, once it answers; the caller stops it."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "serve", "--port", str(port), *args],
+    """`malaria-edge serve` in its own process (on a free port unless --port is among args), once it answers."""
+    port = args[args.index("--port") + 1] if "--port" in args else str(free_port())
+    args = tuple(a for i, a in enumerate(args) if a != "--port" and (i == 0 or args[i - 1] != "--port"))
+    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "serve", "--port", port, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -95,9 +96,13 @@ def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_m
         assert browser.find_element("id", "reviewed-figure").text == "14.58 %"  # 7 of 48 cells
         assert "by Dr Kamau" in browser.find_element("id", "review-status").text
 
-        browser.refresh()  # the decisions were stored, not only shown
+        proc.terminate()  # a restart (a reboot of the Pi) mid-session: the decisions and the reviewer's session stay
+        proc.wait(10)
+        proc, url = start_server("--model", str(tiny_model), "--port", url.rsplit(":", 1)[1])
+        browser.refresh()
         assert "decided-reject" in browser.find_elements("css selector", ".cell.flagged")[0].get_attribute("class")
         assert browser.find_element("id", "reviewed-figure").text == "14.58 %"
+        assert browser.find_element("id", "reviewer").get_attribute("value") == "Dr Kamau"
         images = browser.execute_script("return Array.from(document.querySelectorAll('.cell img'))"
                                         ".map(i => i.complete && i.naturalWidth > 0)")
         assert images and all(images)

@@ -214,3 +214,16 @@ def test_serve_refuses_other_hosts_without_a_token(tmp_path):
     assert res.exit_code == 2 and "--token" in res.output
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.4.1")
+
+
+def test_the_session_key_is_kept_owner_only_beside_the_register(tmp_path):
+    from edge_app.web import session_secret
+
+    register = tmp_path / "reg" / "register.sqlite3"
+    register.parent.mkdir()
+    key = session_secret(str(register))
+    path = register.parent / "serve-session.key"
+    assert len(key) == 32 and path.stat().st_mode & 0o077 == 0
+    assert session_secret(str(register)) == key  # the same after a restart
+    path.write_bytes(b"torn")
+    assert len(session_secret(str(register))) == 32 != len(b"torn")
