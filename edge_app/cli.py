@@ -608,16 +608,21 @@ def serve(host, port, token, reviewer, register, model, detector, threads, max_u
     this device only unless --host says otherwise, and then every browser
     must give the access token.
     """
-    from edge_app.web import create_app, is_loopback, run_server, session_secret
+    from edge_app.web import create_app, is_loopback, make_server, session_secret
 
     if not is_loopback(host) and not token:
         raise click.UsageError(f"--host {host} lets other devices in: give an access --token (or PIN) for them to enter")
     _open_register(register).close()  # a bad register path fails here, not on the first page
     app = create_app(register=register, token=token, reviewer=reviewer, model=model, detector=detector, threads=threads,
                      max_upload_mb=max_upload_mb, secret_key=session_secret(register))
+    try:
+        server = make_server(app, host, port)
+    except OSError as exc:
+        raise SetupError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): is another serve running? "
+                         "Choose another --port") from None
     shown = "localhost" if is_loopback(host) else host
     click.echo(f"serving on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
-    run_server(app, host, port)
+    server.run()
 
 
 if __name__ == "__main__":

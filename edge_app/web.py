@@ -385,8 +385,10 @@ def _data_uri(img: Image.Image, width: int) -> str:
     return data_uri(jpeg_bytes(fit_width(img, width)), "image/jpeg")
 
 
-def run_server(app: Flask, host: str, port: int, threads: int = 4) -> None:
-    """Serve with waitress until interrupted."""
-    from waitress import serve
+def make_server(app: Flask, host: str, port: int, threads: int = 4):
+    """A waitress server listening on host:port (OSError when it cannot: the port taken, the address not this
+    device's); `.run()` serves until interrupted."""
+    from waitress.server import create_server
 
-    serve(app, host=host, port=port, threads=threads, ident="malaria-edge", clear_untrusted_proxy_headers=True)
+    return create_server(app, host=host, port=port, threads=threads, ident="malaria-edge",
+                         clear_untrusted_proxy_headers=True)

@@ -227,3 +227,11 @@ def test_the_session_key_is_kept_owner_only_beside_the_register(tmp_path):
     assert session_secret(str(register)) == key  # the same after a restart
     path.write_bytes(b"torn")
     assert len(session_secret(str(register))) == 32 != len(b"torn")
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        res = CliRunner().invoke(main, ["serve", "--port", str(taken.getsockname()[1])])
+    assert res.exit_code == 2 and "cannot listen on 127.0.0.1" in res.output and "--port" in res.output
