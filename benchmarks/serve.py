@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.serving import start_serve  # noqa: E402
+
 REAL_FIELDS = REPO.parent / "shared" / "datasets" / "iml_malaria" / "images"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -79,7 +76,6 @@ def _page_load(url: str, page: str) -> float:
 
 
 def _browser_load(url: str, page: str, profile: Path) -> float | None:
-    sys.path.insert(0, str(REPO))
     from tests.chromium import CHROMEDRIVER, CHROMIUM, DESKTOP, headless_chromium
 
     if not (CHROMIUM and CHROMEDRIVER):
@@ -108,20 +104,10 @@ def main() -> None:
         results = {k: [] for k in ("start", "rss_start", "cold", "warm", "rss_page", "browser")}
         cells = 0
         for i in range(args.repeat):
-            port = _port()
-            url = f"http://127.0.0.1:{port}"
             started = time.perf_counter()
-            proc = subprocess.Popen([app, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc, url = start_serve([app], env=env)
             try:
-                while True:
-                    try:
-                        listing = _get(url + "/slides").decode()
-                        break
-                    except OSError:
-                        if proc.poll() is not None:
-                            raise SystemExit("serve exited at start-up") from None
-                        time.sleep(0.02)
+                listing = _get(url + "/slides").decode()
                 results["start"].append(time.perf_counter() - started)
                 results["rss_start"].append(_rss_mb(proc.pid))
                 page = re.search(r'href="(/slides/[^"]+)"', listing).group(1)

@@ -484,12 +484,12 @@ def _open_register(register: str | None):
 
 
 def _iso_date(_ctx, _param, value: str | None) -> str | None:
-    from datetime import date
+    from edge_app.register import iso_date
 
     if value is None:
         return None
     try:
-        return date.fromisoformat(value).isoformat()
+        return iso_date(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date like 2026-12-02") from None
 
@@ -509,10 +509,6 @@ def filter_options(fn):
     return fn
 
 
-def _percent(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
-
-
 @main.group()
 def slides() -> None:
     """The slide register: every slide counted on this device, and its review."""
@@ -523,6 +519,7 @@ def slides() -> None:
 def slides_list(since, until, sample, status, register) -> None:
     """List registered slides, newest first."""
     from edge_app.register import Filters, list_slides
+    from edge_app.report import pct
 
     rows = list_slides(_open_register(register), Filters(since, until, sample, status))
     if not rows:
@@ -531,7 +528,7 @@ def slides_list(since, until, sample, status, register) -> None:
     click.echo(f"{'id':<24} {'counted':<20} {'sample':<12} {'cells':>7} {'parasitemia':>11} {'reviewed':>9}  status")
     for r in rows:
         click.echo(f"{r['id']:<24} {(r['counted'] or '')[:19]:<20} {(r['sample'] or '-')[:12]:<12} {r['cells']:>7,} "
-                   f"{_percent(r['parasitemia']):>11} {_percent(r['reviewed_parasitemia']):>9}  {r['status']}")
+                   f"{pct(r['parasitemia']):>11} {pct(r['reviewed_parasitemia']):>9}  {r['status']}")
 
 
 @slides.command("show")

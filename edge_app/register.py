@@ -21,10 +21,11 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from edge_app.results import folder_lock
+from edge_app.results import csv_cell, folder_lock
 from edge_app.review import read_decisions
 from edge_app.slide import SUMMARY_FILE, read_identity, read_summary
 
@@ -220,6 +221,11 @@ class Filters:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def iso_date(text: str) -> str:
+    """A date filter as the register compares it, YYYY-MM-DD (ValueError for anything else)."""
+    return date.fromisoformat(text.strip()).isoformat()
+
+
 def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -248,8 +254,6 @@ def export(slides: list[dict], fmt: str) -> str:
     rows = [{k: s.get(k) for k in EXPORT_COLUMNS} for s in slides]
     if fmt == "json":
         return json.dumps(rows, indent=1) + "\n"
-    from edge_app.results import csv_cell
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -86,11 +86,13 @@ def jpeg_bytes(img: Image.Image, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
+def pct(x: float | None) -> str:
+    """A share as the pages show it, "1.27 %"; "-" for one not known yet (a slide not reviewed)."""
+    return "-" if x is None else f"{100 * x:.2f} %"
 
 
-_DECIDED = {"confirm": "confirmed", "reject": "rejected"}
+#: A decision as a person reads it (the report, the review grid).
+DECIDED = {"confirm": "confirmed", "reject": "rejected"}
 
 
 def review_text(review: dict | None) -> str:
@@ -100,7 +102,7 @@ def review_text(review: dict | None) -> str:
     if review["status"] == "in review":
         return f"in review: {review['decided']} of {review['cells_to_review']} cells decided"
     lo, hi = review["ci95"]
-    return (f"reviewed parasitemia {_pct(review['parasitemia'])} (95 % CI {_pct(lo)} to {_pct(hi)}): "
+    return (f"reviewed parasitemia {pct(review['parasitemia'])} (95 % CI {pct(lo)} to {pct(hi)}): "
             f"{review['confirmed_parasitised']:,} cells confirmed parasitised by {', '.join(review['reviewers'])}")
 
 
@@ -108,7 +110,8 @@ def _review_html(review: dict | None) -> str:
     if not review or review["status"] == "counted":
         return '<p>Not reviewed yet: a microscopist confirms or rejects the flagged cells in <code>malaria-edge serve</code>.</p>'
     big = ' class="big"' if review["status"] == "reviewed" else ""
-    return f'<p{big} id="reviewed">{html.escape(review_text(review)[0].upper() + review_text(review)[1:])}</p>'
+    text = review_text(review)
+    return f'<p{big} id="reviewed">{html.escape(text[0].upper() + text[1:])}</p>'
 
 
 def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnail], folder: Path, embed: bool = True) -> str:
@@ -124,8 +127,8 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
     warning = total.warning()
     if total.errors:
         method = (f"Corrected for the counting pipeline's error rates measured on cells it never trained on (sensitivity "
-                  f"{_pct(total.errors.sensitivity)}, false positives {_pct(total.errors.false_positive_rate)} of other cells); "
-                  f"the interval includes their uncertainty. Raw count {_pct(total.raw_fraction)}.")
+                  f"{pct(total.errors.sensitivity)}, false positives {pct(total.errors.false_positive_rate)} of other cells); "
+                  f"the interval includes their uncertainty. Raw count {pct(total.raw_fraction)}.")
     else:
         method = "Raw count: not corrected for the model's false positives and misses."
     errors = [f for f in summary["fields"] if f["error"]]
@@ -138,7 +141,7 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
         else:
             flo, fhi = f["ci95"]
             rows.append(f'<tr><td>{name}</td><td>{f["cells"]:,}</td><td>{f["parasitized"]:,}</td>'
-                        f'<td>{_pct(f["parasitemia"])}</td><td>{_pct(flo)} to {_pct(fhi)}</td></tr>')
+                        f'<td>{pct(f["parasitemia"])}</td><td>{pct(flo)} to {pct(fhi)}</td></tr>')
         for w in f.get("warnings") or ():
             rows.append(f'<tr><td></td><td colspan="4" class="warn">{e(w)}</td></tr>')
     images = []
@@ -154,7 +157,7 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
     thumbs = "".join(
         f'<figure><img src="{data_uri(t.path.read_bytes(), "image/png")}" alt="cell from {e(Path(t.field).name)}">'
         f'<figcaption>{e(Path(t.field).name)}<br>P = {t.probability:.2f}'
-        f'{"<br><b>" + _DECIDED[t.decision] + "</b>" if t.decision else ""}</figcaption></figure>'
+        f'{"<br><b>" + DECIDED[t.decision] + "</b>" if t.decision else ""}</figcaption></figure>'
         for t in thumbnails[:THUMBNAILS_SHOWN])
     more = f"<p>{len(thumbnails) - THUMBNAILS_SHOWN} more in parasitized/.</p>" if len(thumbnails) > THUMBNAILS_SHOWN else ""
     return f"""<!doctype html>
@@ -176,9 +179,9 @@ figure {{ margin: 0; width: 80px; text-align: center; font-size: .75em; overflow
 figure img {{ width: 80px; height: 80px; object-fit: contain; background: #000; }}
 </style></head><body>
 <h1>Slide {e(summary["slide"])}</h1>
-<p class="big">Parasitemia {_pct(total.fraction)}{" (automatic)" if summary.get("review") else ""}</p>
+<p class="big">Parasitemia {pct(total.fraction)}{" (automatic)" if summary.get("review") else ""}</p>
 {_review_html(summary.get("review"))}
-<p>95 % confidence interval {_pct(lo)} to {_pct(hi)}: {total.parasitized:,} cells called Parasitized of {total.cells:,} counted
+<p>95 % confidence interval {pct(lo)} to {pct(hi)}: {total.parasitized:,} cells called Parasitized of {total.cells:,} counted
 in {len(summary["fields"]) - len(errors)} fields{f", {len(errors)} fields unreadable" if errors else ""}. {e(method)}</p>
 {f'<p class="warn">{e(warning)}.</p>' if warning else ""}
 {f'<p class="warn">{flagged} of {len(summary["fields"])} fields look unlike the fields the models were trained on (stain, cell size or focus: see the table): treat the count with caution.</p>' if flagged else ""}

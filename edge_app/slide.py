@@ -255,21 +255,24 @@ def slide_rows(folder: str | os.PathLike, summary: dict) -> list[dict]:
     Kept parsed while the file is unchanged, since every review decision
     needs them and a slide has thousands. Do not modify them.
     """
+    return _rows_of(*_results_version(folder, summary))
+
+
+def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """Each cell's box in its field by (field position, cell number): where the review finds a cell to show."""
+    return _boxes_of(*_results_version(folder, summary))
+
+
+def _results_version(folder: str | os.PathLike, summary: dict) -> tuple[str, int, int]:
+    """The results file and what changes when it does (mtime, size): the key of the parsed copies below."""
     path = Path(folder) / Path(summary["results"]).name
     stat = path.stat()
-    return _rows_of(str(path), stat.st_mtime_ns, stat.st_size)
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 @functools.lru_cache(maxsize=8)
 def _rows_of(path: str, _mtime_ns: int, _size: int) -> list[dict]:
     return read_rows(path, Path(path).suffix.lstrip(".") or "csv", CELL_FIELDS)
-
-
-def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[tuple[int, int], tuple[int, int, int, int]]:
-    """Each cell's box in its field by (field position, cell number): where the review finds a cell to show."""
-    path = Path(folder) / Path(summary["results"]).name
-    stat = path.stat()
-    return _boxes_of(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)

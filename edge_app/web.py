@@ -37,8 +37,8 @@ from PIL import Image
 from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
 from edge_app.preprocess import ImageError, fit_square, load_rgb
-from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, list_slides
-from edge_app.report import annotate, data_uri, fit_width, jpeg_bytes, review_text
+from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, iso_date, list_slides
+from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text
 from edge_app.review import DECISIONS, record_decision
 from edge_app.slide import SlideRun, cell_boxes, publish, read_summary, slide_review, total_from_summary
 
@@ -136,7 +136,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
 
     @app.context_processor
     def page_globals() -> dict:
-        return {"reviewer": current_reviewer(), "percent": _percent, "review_text": review_text,
+        return {"reviewer": current_reviewer(), "percent": pct, "review_text": review_text, "decided_words": DECIDED,
                 "field_min_side": FIELD_MIN_SIDE}
 
     def current_reviewer() -> str | None:
@@ -221,7 +221,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
         state = summary["review"]
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"cell": key, "decision": decision, "reviewer": name, "status": state["status"],
-                            "decided": state["decided"], "text": review_text(state), "figure": _percent(state["parasitemia"])})
+                            "decided": state["decided"], "text": review_text(state), "figure": pct(state["parasitemia"])})
         return redirect(url_for("slide", slide_id=slide_id, _anchor=f"cell-{key.replace(':', '-')}"))
 
     @app.route("/classify", methods=["GET", "POST"])
@@ -271,17 +271,15 @@ def _local(target: str | None) -> str:
 
 
 def _filters(args) -> Filters:
-    def date(name: str) -> str | None:
-        value = (args.get(name) or "").strip()
-        return value if len(value) == 10 and value[4] == "-" and value[7] == "-" else None
+    def date(name: str) -> str | None:  # a page's empty or mistyped date filters nothing
+        try:
+            return iso_date(args.get(name) or "")
+        except ValueError:
+            return None
 
     status = args.get("status") or None
     return Filters(since=date("since"), until=date("until"), status=status if status in STATUSES else None,
                    text=(args.get("q") or "").strip()[:100] or None)
-
-
-def _percent(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
 
 
 def _annotated_path(folder: Path, summary: dict, field_no: int) -> Path:
@@ -295,9 +293,8 @@ def _annotated_path(folder: Path, summary: dict, field_no: int) -> Path:
     return path
 
 
-def _image_response(data: bytes) -> Response:
-    kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
-    return Response(data, mimetype=kind, headers={"Cache-Control": "private, max-age=3600"})
+def _image_response(jpeg: bytes) -> Response:
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @functools.lru_cache(maxsize=8)

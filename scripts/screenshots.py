@@ -21,23 +21,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.serve import _fields, _port  # noqa: E402
+from benchmarks.serve import _fields  # noqa: E402
 from tests.chromium import DESKTOP, PHONE, headless_chromium  # noqa: E402
+from tests.serving import start_serve  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
-
-
-def _wait_for(url: str, proc: subprocess.Popen) -> None:
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit("serve did not start") from None
-            time.sleep(0.1)
 
 
 def main() -> None:
@@ -49,12 +37,8 @@ def main() -> None:
         fields = _fields(None, 6, tmp)
         subprocess.run([app, "smear", str(fields), "--out", str(tmp / "slide"), "--sample", "KS-0193",
                         "--operator", "A. Mwangi"], env=env, check=True, capture_output=True)
-        port = _port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([app, "serve", "--port", str(port), "--reviewer", "Dr Otieno"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, url = start_serve([app], "--reviewer", "Dr Otieno", env=env)
         try:
-            _wait_for(url + "/slides", proc)
             for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
                 driver = headless_chromium(tmp / f"profile-{name}", size)
                 try:

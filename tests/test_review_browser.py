@@ -4,11 +4,8 @@ slide counted from drawn fields, on a phone's screen; the reviewed parasitemia s
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -17,33 +14,13 @@ from edge_app.cli import main
 from edge_app.slide import read_summary
 from tests.chromium import CHROMEDRIVER, CHROMIUM, headless_chromium, requested_urls
 from tests.conftest import drawn_slide
+from tests.serving import start_serve
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(*args: str, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """`malaria-edge serve` in its own process (on a free port unless --port is among args), once it answers."""
-    port = args[args.index("--port") + 1] if "--port" in args else str(free_port())
-    args = tuple(a for i, a in enumerate(args) if a != "--port" and (i == 0 or args[i - 1] != "--port"))
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "serve", "--port", port, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/slides", timeout=2):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"serve did not start: {proc.stdout.read()}") from None
-            time.sleep(0.1)
+def start_server(*args: str, port: int | None = None):
+    return start_serve([sys.executable, "-m", "edge_app.cli"], *args, port=port)
 
 
 @pytest.fixture
@@ -98,7 +75,7 @@ def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_m
 
         proc.terminate()  # a restart (a reboot of the Pi) mid-session: the decisions and the reviewer's session stay
         proc.wait(10)
-        proc, url = start_server("--model", str(tiny_model), "--port", url.rsplit(":", 1)[1])
+        proc, url = start_server("--model", str(tiny_model), port=int(url.rsplit(":", 1)[1]))
         browser.refresh()
         assert "decided-reject" in browser.find_elements("css selector", ".cell.flagged")[0].get_attribute("class")
         assert browser.find_element("id", "reviewed-figure").text == "14.58 %"
