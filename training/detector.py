@@ -27,15 +27,10 @@ from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input
 from edge_app.model import write_sidecar
 from edge_app.preprocess import load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
-from training.white_cells import add_white_cells
 
 #: Detector input pixels per field pixel: 80 px cells of a 1280x960 field become 20 px.
 SCALE = 0.25
 INPUT_SHAPE = (240, 320)
-#: The threshold favours recall: a missed cell is worse than an extra one. Most extra detections are real red
-#: cells the annotators left unboxed (benchmarks/unmatched_audit.py), while the cells the detector is least sure
-#: of include the rare infected ones; and on fields it was not trained on, recall falls further than precision.
-THRESHOLD_BETA = 2.0
 #: Box sizes are regressed in grid cells (about 5 for a cell): IoU >= 0.5 with a hand-drawn box needs them right.
 SIZE_WEIGHT = 0.5
 
@@ -52,11 +47,6 @@ class DetectorConfig:
     scale_range: tuple[float, float] = (0.7, 1.4)
     stain_jitter: float = 0.2
     stain_input: str = "rgb"  # "od": the detector sees optical density normalised per field (edge_app.detect)
-    #: Share of crops centred near an infected cell. They are 1 % of the boxes, and an enlarged, pale P. vivax
-    #: schizont or gametocyte looks like no healthy cell: seen that rarely, the detector learnt to leave them out.
-    infected_share: float = 0.25
-    #: Share of crops with a drawn white cell (and, half the time, a platelet clump) that must not be boxed.
-    white_cell_share: float = 0.5
     seed: int = 0
     max_fields: int | None = None  # for smoke runs
 
@@ -66,7 +56,6 @@ class Field:
     name: str
     rgb: np.ndarray  # at SCALE * max magnification, so every augmentation only shrinks
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
-    infected: np.ndarray  # (N,) bool: the box is an infected cell
 
 
 def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], max_scale: float,
@@ -77,8 +66,7 @@ def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[
         s = SCALE * max_scale
         boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * s
         small = resize_field(rgb, s)
-        infected = np.array([b.infected for b in annotations[name]], bool)
-        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes, infected))
+        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
     return fields
 
 
@@ -99,9 +87,8 @@ def targets(boxes: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
     return heat[..., None], box
 
 
-def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfig,
-           around: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented training crop and its boxes; `around`: the index of a box the crop must hold, else anywhere."""
+def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented training crop and its boxes."""
     lo, hi = cfg.scale_range
     f = rng.uniform(lo, hi) / hi
     span = int(round(crop / f))  # the field pixels that shrink to one crop
@@ -112,19 +99,10 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
         pad[:] = background_colour(img)
         pad[:h, :w] = img
         img, (h, w) = pad, pad.shape[:2]
-    if around is None:
-        y0, x0 = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
-    else:
-        bx, by, bw, bh = field.boxes[around]
-        x0 = int(np.clip(rng.integers(int(bx + bw) - span, int(bx) + 1), 0, w - span))
-        y0 = int(np.clip(rng.integers(int(by + bh) - span, int(by) + 1), 0, h - span))
+    y0, x0 = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
     img = img[y0:y0 + span, x0:x0 + span]
     img = (resize_field(img, crop / span) if span != crop else img).astype(np.float32)
     boxes = (field.boxes - np.array([x0, y0, 0, 0], np.float32)) * (crop / span)
-    if len(field.boxes) and rng.random() < cfg.white_cell_share:
-        cell = float(np.median(np.sqrt(field.boxes[:, 2] * field.boxes[:, 3]))) * crop / span
-        img, boxes = add_white_cells(img, boxes, cell, rng, white_cells=1 + int(rng.random() < 0.3),
-                                      platelets=int(rng.random() < 0.5))
     # Any orientation: a smear has no up.
     if rng.random() < 0.5:
         img = img[:, ::-1]
@@ -215,16 +193,10 @@ def train(cfg: DetectorConfig):
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return focal, size, offset
 
-    with_infected = [f for f in fields if f.infected.any()]
-
     def batch():
         xs, hs, bs = [], [], []
         for _ in range(cfg.batch_size):
-            if with_infected and rng.random() < cfg.infected_share:
-                field = with_infected[int(rng.integers(len(with_infected)))]
-                img, boxes = sample(field, cfg.crop, rng, cfg, around=int(rng.choice(np.flatnonzero(field.infected))))
-            else:
-                img, boxes = sample(fields[int(rng.integers(len(fields)))], cfg.crop, rng, cfg)
+            img, boxes = sample(fields[int(rng.integers(len(fields)))], cfg.crop, rng, cfg)
             h, b = targets(boxes, grid)
             xs.append(img), hs.append(h), bs.append(b)
         return np.stack(xs).astype(np.float32), np.stack(hs), np.stack(bs)
@@ -251,14 +223,8 @@ def fixed_shape(model):
     return fixed
 
 
-def f_score(recall: float, precision: float, beta: float = THRESHOLD_BETA) -> float:
-    """F-beta: recall counts beta times as much as precision."""
-    b2 = beta * beta
-    return (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall else 0.0
-
-
 def tune_threshold(model, data: str, names: list[str], annotations: dict[str, list[Box]], stain: str = "rgb") -> tuple[float, dict]:
-    """The heat threshold whose detections best match the boxes (F-beta at IoU 0.5, `THRESHOLD_BETA`) on these fields."""
+    """The heat threshold whose detections best match the boxes (F1 at IoU 0.5) on these fields."""
     outputs = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
@@ -273,9 +239,8 @@ def tune_threshold(model, data: str, names: list[str], annotations: dict[str, li
             scores.append(score_field(annotations[name], np.array([[d.x, d.y, d.width, d.height] for d in found]),
                                       np.zeros(len(found), bool)))
         p = pooled(scores)
-        table[float(t)] = {"recall": p.recall, "precision": p.precision, "f1": f_score(p.recall, p.precision, 1.0),
-                           "f2": f_score(p.recall, p.precision, 2.0)}
-    best = max(table, key=lambda t: f_score(table[t]["recall"], table[t]["precision"]))
+        table[float(t)] = {"recall": p.recall, "precision": p.precision, "f1": 2 * p.matched / (p.cells + p.detections)}
+    best = max(table, key=lambda t: table[t]["f1"])
     return best, table
 
 
