@@ -13,7 +13,10 @@ Protocol (training.fields, the one definition of it):
   cells, mostly at the border, have no box).
 - An infected box is found when a cell called Parasitized overlaps it at
   IoU >= 0.3; healthy cells called Parasitized = healthy boxes whose matched
-  detection is called Parasitized, over healthy boxes matched.
+  detection is called Parasitized, over healthy boxes matched. The two
+  halves' faults apart: infected boxes no detection overlaps at IoU >= 0.3
+  (the detector's), and cells called Parasitized that overlap no box at
+  IoU >= 0.1 (white cells, smudges, debris, or unboxed cells).
 - The fields, taken as one slide, are counted as `malaria-edge smear` counts
   them (the model's counting threshold and the correction it reports); the
   truth is inside when the true parasitemia lies in the reported 95 %
@@ -114,6 +117,7 @@ def summarise(scores: list[FieldScore], seconds: list[float], errors) -> dict:
         "fields": len(scores), "cells": p.cells, "infected": p.infected, "detections": p.detections,
         "recall": p.recall, "precision": p.precision,
         "infected_recall": p.infected_found / p.infected if p.infected else None,
+        "infected_unboxed": p.infected_unboxed, "called_parasitized_off_boxes": p.called_off_boxes,
         "healthy_called_parasitized": p.healthy_called_parasitized / p.healthy_matched if p.healthy_matched else None,
         "true_parasitemia": p.true_parasitemia, "raw_parasitemia": slide.raw_fraction,
         "reported_parasitemia": slide.fraction, "reported_ci95": [lo, hi],
@@ -137,6 +141,8 @@ def print_summary(title: str, s: dict) -> None:
           f"  red cells: recall {s['recall']:.3f}, precision {s['precision']:.3f}\n"
           f"  infected cells called Parasitized {_pct(s['infected_recall'])}; healthy cells called Parasitized "
           f"{_pct(s['healthy_called_parasitized'])}\n"
+          f"  infected cells the detector gave no box {s['infected_unboxed']}; cells called Parasitized on no box "
+          f"{s['called_parasitized_off_boxes']}\n"
           f"  parasitemia: true {_pct(s['true_parasitemia'])}, raw {_pct(s['raw_parasitemia'])}, reported "
           f"{_pct(s['reported_parasitemia'])} (95 % CI {_pct(lo)}-{_pct(hi)}); truth inside: {s['truth_inside_ci']}; "
           f"relative error {_pct(s['reported_relative_error'])}\n"

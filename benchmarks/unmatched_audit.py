@@ -11,6 +11,13 @@ border, the ones that are either a red cell without a box or not a red cell
 at all (white cells, platelets, debris). A seeded random sample of the last
 kind is drawn as a montage (the detection in red, the nearest boxes in
 blue) for a person to sort by eye.
+
+`--called-parasitized` draws instead every detection far from the boxes
+that the classifier calls Parasitized at its counting threshold, the
+false calls that are not on an annotated cell (white-cell nuclei, smudged
+cells, stain strands, platelet clumps, or unboxed and maybe infected cells):
+
+    python benchmarks/unmatched_audit.py --run 0 --detector runs/det-cv/run0/cell-detector-int8.tflite --called-parasitized --out calls0.png
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_app.detect import CellDetector  # noqa: E402
+from edge_app.labels import POSITIVE  # noqa: E402
+from edge_app.model import ModelBundle, default_model_path  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
-from edge_app.smear import find_cells  # noqa: E402
-from training.fields import DIFFICULT, iou_matrix, load_annotations, match_boxes, runs_of  # noqa: E402
+from edge_app.smear import classify_cells, find_cells  # noqa: E402
+from training.fields import DIFFICULT, OFF_BOX_IOU, iou_matrix, load_annotations, match_boxes, runs_of  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "iml_malaria"
 BORDER = 3
 TILE = 100
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--run", type=int, required=True, help="The run to audit (held out from --detector's training).")
@@ -42,15 +51,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="The montage (PNG).")
     ap.add_argument("--sample", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--called-parasitized", action="store_true",
+                    help="Draw every detection far from the boxes that is called Parasitized (at the counting threshold).")
+    ap.add_argument("--model", default=None, help="With --called-parasitized: the classifier (default: the shipped one).")
+    args = ap.parse_args(argv)
     annotations = load_annotations(args.data / "annotations.json")
     detector = CellDetector(args.detector, threads=2)
+    model = ModelBundle(args.model or default_model_path(), threads=2) if args.called_parasitized else None
     counts = dict(detections=0, matched=0, border=0, near_a_box=0, far=0)
     far: list[tuple[Image.Image, tuple[int, int, int, int], np.ndarray]] = []
     for name in runs_of(sorted(annotations))[args.run]:
         rgb = load_rgb(args.data / "images" / name)
         height, width = rgb.shape[:2]
         cells = find_cells(rgb, detector)
+        threshold = (model.counting.threshold if model.counting else model.threshold) if model else None
+        called = [r.label == POSITIVE for r in classify_cells(model, cells, threshold)] if model else [True] * len(cells)
         detected = np.array([[c.x, c.y, c.width, c.height] for c in cells], float).reshape(-1, 4)
         truth = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name] if b.kind != DIFFICULT], float).reshape(-1, 4)
         matched = {j for _, j in match_boxes(truth, detected)}
@@ -62,14 +77,16 @@ def main() -> None:
                 counts["matched"] += 1
             elif x <= BORDER or y <= BORDER or x + w >= width - BORDER or y + h >= height - BORDER:
                 counts["border"] += 1
-            elif best[j] >= 0.1:
+            elif best[j] >= OFF_BOX_IOU:
                 counts["near_a_box"] += 1
             else:
                 counts["far"] += 1
-                far.append((field, (x, y, w, h), truth))
+                if called[j]:
+                    far.append((field, (x, y, w, h), truth))
     print(f"run {args.run}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     rng = np.random.default_rng(args.seed)
-    picked = [far[i] for i in sorted(rng.choice(len(far), min(args.sample, len(far)), replace=False))]
+    sample = len(far) if args.called_parasitized else min(args.sample, len(far))
+    picked = [far[i] for i in sorted(rng.choice(len(far), sample, replace=False))]
     cols = 10
     montage = Image.new("RGB", (cols * TILE, -(-len(picked) // cols) * TILE), "white")
     for i, (field, (x, y, w, h), truth) in enumerate(picked):
@@ -83,7 +100,8 @@ def main() -> None:
         draw.rectangle(((x - x0) * k, (y - y0) * k, (x - x0 + w) * k, (y - y0 + h) * k), outline=(255, 0, 0))
         montage.paste(tile, ((i % cols) * TILE, (i // cols) * TILE))
     montage.save(args.out)
-    print(f"{len(picked)} of the {counts['far']:,} far from every box, drawn in {args.out}")
+    kind = "far from every box and called Parasitized" if args.called_parasitized else f"of the {counts['far']:,} far from every box"
+    print(f"{len(picked)} {kind}, drawn in {args.out}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ def test_score_field_counts_every_outcome():
     assert s.detections == 4  # the detection on the difficult box is left out
     assert s.matched == 2  # the two healthy cells; the ring's detection overlaps it at IoU 64/136 = 0.47 < 0.5
     assert s.infected_found == 1  # but IoU >= 0.3 finds the ring; the gametocyte is missed
+    assert s.infected_unboxed == 1  # by the detector: nothing overlaps it
+    assert s.called_off_boxes == 0  # the detection on no box was called Uninfected
+    assert score_field(truth, detected, np.ones(5, bool)).called_off_boxes == 1
     assert s.healthy_matched == 2 and s.healthy_called_parasitized == 1
     assert s.recall == pytest.approx(2 / 4) and s.precision == pytest.approx(2 / 4)
     assert s.true_parasitemia == pytest.approx(0.5) and s.raw_parasitemia == pytest.approx(2 / 4)

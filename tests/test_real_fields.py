@@ -25,4 +25,21 @@ def test_benchmark_scores_the_shipped_pipeline_on_real_fields(tmp_path, capsys):
     # the shipped detector finds the red cells of these (training) fields; precision is a lower bound (unboxed cells)
     assert run["recall"] >= 0.9 and run["precision"] >= 0.7
     assert report["classifier_alone"]["roc_auc"] > 0.8
+    assert 0 <= run["infected_unboxed"] <= run["infected"] and 0 <= run["called_parasitized_off_boxes"] <= run["detections"]
     assert "red cells: recall" in capsys.readouterr().out
+
+
+def test_audit_draws_the_parasitized_calls_on_no_box(tmp_path, capsys):
+    """Every detection far from the boxes that is called Parasitized is drawn for sorting by eye (none are sampled away)."""
+    from PIL import Image
+
+    from benchmarks.unmatched_audit import main
+
+    main(["--data", str(IML), "--run", "1", "--detector", str(REPO / "models" / "cell-detector-int8.tflite"),
+          "--called-parasitized", "--out", str(tmp_path / "calls.png")])
+    out = capsys.readouterr().out
+    drawn = int(out.splitlines()[-1].split()[0])
+    far = int(out.split("far ")[1].split()[0].replace(",", ""))
+    assert 0 <= drawn <= far
+    if drawn:
+        assert Image.open(tmp_path / "calls.png").size[0] == 10 * 100

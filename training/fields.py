@@ -32,6 +32,9 @@ HEALTHY = "red blood cell"
 DIFFICULT = "difficult"
 MATCH_IOU = 0.5
 INFECTED_IOU = 0.3
+#: A detection overlapping every box less than this is on no annotated cell: a white cell, a smudge, debris,
+#: or a red cell the annotators left unboxed (benchmarks/unmatched_audit.py sorts them by eye).
+OFF_BOX_IOU = 0.1
 #: Consecutive camera frames further apart than this in number start a new run.
 RUN_GAP = 20
 
@@ -119,6 +122,8 @@ class FieldScore:
     healthy_matched: int  # healthy boxes matched to a detection
     healthy_called_parasitized: int  # of those, matched to a detection called Parasitized
     called_parasitized: int  # detections called Parasitized
+    infected_unboxed: int  # infected boxes no detection overlaps at IoU >= 0.3: missed by the detector, whatever the call
+    called_off_boxes: int  # detections called Parasitized that overlap no box (IoU < OFF_BOX_IOU)
 
     @property
     def recall(self) -> float:
@@ -159,15 +164,15 @@ def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray)
     infected = np.array([b.infected for b in cells], bool)
     pairs = match_boxes(boxes, detected)
     healthy_pairs = [(i, j) for i, j in pairs if not infected[i]]
-    found = 0
-    if infected.any() and parasitized.any():
-        overlap = iou_matrix(boxes[infected], detected[parasitized])
-        found = int(np.sum(overlap.max(axis=1) >= INFECTED_IOU))
+    iou = iou_matrix(boxes, detected)
+    found = int(np.sum(iou[infected][:, parasitized].max(axis=1) >= INFECTED_IOU)) if parasitized.any() else 0
+    unboxed = int(np.sum(iou[infected].max(axis=1, initial=0.0) < INFECTED_IOU))
+    off_boxes = int(np.sum(parasitized & (iou.max(axis=0, initial=0.0) < OFF_BOX_IOU)))
     return FieldScore(
         cells=len(cells), infected=int(infected.sum()), detections=len(detected), matched=len(pairs),
         infected_found=found, healthy_matched=len(healthy_pairs),
         healthy_called_parasitized=sum(bool(parasitized[j]) for _, j in healthy_pairs),
-        called_parasitized=int(parasitized.sum()),
+        called_parasitized=int(parasitized.sum()), infected_unboxed=unboxed, called_off_boxes=off_boxes,
     )
 
 
