@@ -6,9 +6,7 @@ width and height and the centre's offset regressed at the centre. Training
 samples are random crops of the fields at a random magnification (0.7-1.4x
 the training fields'), in any orientation, with the stain's colour, the
 lighting and the focus varied, so the detector holds on other microscopes
-and stains than the training fields'; a tenth of the crops are centred on
-a white cell (`training.white_cells`), which the boxes leave out but which
-are too few for the detector to learn from unaided. Its decision threshold is the one that
+and stains than the training fields'. Its decision threshold is the one that
 makes detections most match the boxes on the training fields; the fields of
 a held-out run (`test_run`) are never seen.
 """
@@ -29,7 +27,6 @@ from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input
 from edge_app.model import write_sidecar
 from edge_app.preprocess import load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
-from training.white_cells import white_cell_nuclei
 
 #: Detector input pixels per field pixel: 80 px cells of a 1280x960 field become 20 px.
 SCALE = 0.25
@@ -50,8 +47,6 @@ class DetectorConfig:
     scale_range: tuple[float, float] = (0.7, 1.4)
     stain_jitter: float = 0.2
     stain_input: str = "rgb"  # "od": the detector sees optical density normalised per field (edge_app.detect)
-    #: Share of crops centred on a white cell (training.white_cells): about thirty in the fields, not boxed.
-    white_cell_share: float = 0.1
     seed: int = 0
     max_fields: int | None = None  # for smoke runs
 
@@ -61,7 +56,6 @@ class Field:
     name: str
     rgb: np.ndarray  # at SCALE * max magnification, so every augmentation only shrinks
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
-    white_cells: np.ndarray  # (M, 2) x, y of white-cell nuclei (training.white_cells) in the pixels of `rgb`
 
 
 def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], max_scale: float,
@@ -70,9 +64,9 @@ def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
         s = SCALE * max_scale
-        full = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4)
+        boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * s
         small = resize_field(rgb, s)
-        fields.append(Field(name, optical_density(small) if stain == "od" else small, full * s, white_cell_nuclei(rgb, full) * s))
+        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
     return fields
 
 
@@ -93,9 +87,8 @@ def targets(boxes: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
     return heat[..., None], box
 
 
-def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfig,
-           at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented training crop and its boxes; with `at` (x, y), a crop that holds that point well inside it."""
+def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented training crop and its boxes."""
     lo, hi = cfg.scale_range
     f = rng.uniform(lo, hi) / hi
     span = int(round(crop / f))  # the field pixels that shrink to one crop
@@ -106,12 +99,7 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
         pad[:] = background_colour(img)
         pad[:h, :w] = img
         img, (h, w) = pad, pad.shape[:2]
-    if at is None:
-        y0, x0 = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
-    else:
-        margin = span // 4
-        x0 = int(np.clip(rng.integers(int(at[0]) - span + margin, int(at[0]) - margin + 1), 0, w - span))
-        y0 = int(np.clip(rng.integers(int(at[1]) - span + margin, int(at[1]) - margin + 1), 0, h - span))
+    y0, x0 = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
     img = img[y0:y0 + span, x0:x0 + span]
     img = (resize_field(img, crop / span) if span != crop else img).astype(np.float32)
     boxes = (field.boxes - np.array([x0, y0, 0, 0], np.float32)) * (crop / span)
@@ -205,16 +193,10 @@ def train(cfg: DetectorConfig):
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return focal, size, offset
 
-    with_white_cells = [f for f in fields if len(f.white_cells)]
-
     def batch():
         xs, hs, bs = [], [], []
         for _ in range(cfg.batch_size):
-            if with_white_cells and rng.random() < cfg.white_cell_share:
-                field = with_white_cells[int(rng.integers(len(with_white_cells)))]
-                img, boxes = sample(field, cfg.crop, rng, cfg, at=field.white_cells[int(rng.integers(len(field.white_cells)))])
-            else:
-                img, boxes = sample(fields[int(rng.integers(len(fields)))], cfg.crop, rng, cfg)
+            img, boxes = sample(fields[int(rng.integers(len(fields)))], cfg.crop, rng, cfg)
             h, b = targets(boxes, grid)
             xs.append(img), hs.append(h), bs.append(b)
         return np.stack(xs).astype(np.float32), np.stack(hs), np.stack(bs)
