@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     annotations = load_annotations(args.data / "annotations.json")
     detector = CellDetector(args.detector, threads=2)
     model = ModelBundle(args.model or default_model_path(), threads=2) if args.called_parasitized else None
+    threshold = (model.counting.threshold if model.counting else model.threshold) if model else None
     counts = dict(detections=0, matched=0, border=0, near_a_box=0, far=0)
     far: list[tuple[Image.Image, tuple[int, int, int, int], np.ndarray]] = []
     for name in runs_of(sorted(annotations))[args.run]:
         rgb = load_rgb(args.data / "images" / name)
         height, width = rgb.shape[:2]
         cells = find_cells(rgb, detector)
-        threshold = (model.counting.threshold if model.counting else model.threshold) if model else None
         called = [r.label == POSITIVE for r in classify_cells(model, cells, threshold)] if model else [True] * len(cells)
         detected = np.array([[c.x, c.y, c.width, c.height] for c in cells], float).reshape(-1, 4)
         truth = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name] if b.kind != DIFFICULT], float).reshape(-1, 4)
