@@ -35,9 +35,29 @@ def _decided(browser) -> int:
     return browser.execute_script("return document.querySelectorAll('.cell.decided-confirm, .cell.decided-reject').length")
 
 
+def _replaced(element) -> bool:
+    """Whether the page holding `element` has been replaced by another."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 def _wait(condition, timeout: float = 20.0):
+    """Poll until `condition()` holds. An element of the page being replaced (a form just submitted) is not yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def holds() -> bool:
+        try:
+            return bool(condition())
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not holds():
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.05)
@@ -53,6 +73,7 @@ def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_m
         name = browser.find_element("id", "reviewer")
         name.send_keys("Dr Kamau")
         name.submit()
+        _wait(lambda: _replaced(name))  # the form posts and the page comes back: wait for the new one
         _wait(lambda: browser.find_element("id", "reviewer").get_attribute("value") == "Dr Kamau")
 
         cells = browser.find_elements("css selector", ".cell")
