@@ -12,19 +12,22 @@ from PIL import Image
 from tests.test_detect import _field_with_discs
 
 
+def _annotated_fields(root):
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for k, name in enumerate(("F0001.png", "F0002.png", "F0040.png")):  # two runs of frames: 1-2 and 40
+        centres = [(70 + 120 * i + 10 * k, 70) for i in range(3)] + [(130 + 120 * i, 180 - 10 * k) for i in range(2)]
+        Image.fromarray(_field_with_discs(centres)).save(root / "images" / name)
+        entries.append({"image_name": name, "objects": [
+            {"type": "red blood cell", "bbox": {"x": str(x - 28), "y": str(y - 28), "w": "56", "h": "56"}} for x, y in centres]})
+    (root / "annotations.json").write_text(json.dumps(entries))
+    return root
+
+
 @pytest.fixture
 def annotated(tmp_path):
     pytest.importorskip("tensorflow")
-    (tmp_path / "images").mkdir()
-    entries = []
-    rng = np.random.default_rng(0)
-    for name in ("F0001.png", "F0002.png", "F0040.png"):  # two runs of frames: 1-2 and 40
-        centres = [(int(x), int(y)) for x, y in rng.integers(40, [344, 216], (5, 2))]
-        Image.fromarray(_field_with_discs(centres)).save(tmp_path / "images" / name)
-        entries.append({"image_name": name, "objects": [
-            {"type": "red blood cell", "bbox": {"x": str(x - 28), "y": str(y - 28), "w": "56", "h": "56"}} for x, y in centres]})
-    (tmp_path / "annotations.json").write_text(json.dumps(entries))
-    return tmp_path
+    return _annotated_fields(tmp_path)
 
 
 def test_detector_command_trains_a_bundle_the_app_can_use(annotated, tmp_path):
@@ -48,4 +51,31 @@ def test_detector_command_refuses_a_folder_without_annotations(tmp_path):
     from training.cli import main
 
     res = CliRunner().invoke(main, ["detector", str(tmp_path), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "annotations.json" in res.output
+
+
+def test_detector_threshold_retunes_a_bundle_on_the_fields_it_was_trained_on(tiny_detector, tmp_path):
+    pytest.importorskip("scipy", reason="matching boxes needs the train extra")
+    from edge_app.detect import CellDetector
+    from training.cli import main
+
+    data = _annotated_fields(tmp_path / "fields")
+    det = tmp_path / "det.tflite"
+    det.write_bytes(tiny_detector.read_bytes())
+    meta = json.loads(tiny_detector.with_suffix(".json").read_text())
+    meta["threshold"] = 0.95
+    meta["training"] = {"held_out_run": 1}  # trained without frame 40
+    det.with_suffix(".json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data)])
+    assert res.exit_code == 0, res.output
+    tuned = CellDetector(det)  # the sidecar still verifies against the model
+    tuning = tuned.meta["tuning"]
+    assert tuning["on"] == "2 annotated fields (F0001.png-F0002.png)"
+    best = max(tuning["table"].values(), key=lambda row: row["f1"])
+    assert tuned.threshold < 0.95 and tuning["table"][str(tuned.threshold)] == best and best["recall"] == 1.0
+    assert "<- chosen" in res.output
+
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data), "--exclude-run", "0"])
+    assert res.exit_code == 0 and CellDetector(det).meta["tuning"]["on"] == "1 annotated fields (F0040.png-F0040.png)"
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(tmp_path)])
     assert res.exit_code == 2 and "annotations.json" in res.output

@@ -142,6 +142,39 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, seed, max_
                        max_fields=max_fields))
 
 
+@main.command("detector-threshold")
+@click.argument("detector", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
+@click.option("--exclude-run", default=None, type=click.IntRange(0),
+              help="Leave out this run of consecutive frames; default: the run the detector was trained without, if any.")
+def detector_threshold_cmd(detector, data, exclude_run) -> None:
+    """Re-tune a detector bundle's threshold on hand-boxed fields (DATA: images/ and annotations.json), no retraining.
+
+    For a detector trained before the app's detection rules changed, or to
+    fit the threshold to fields annotated on your own microscope. The
+    threshold with the best F1 at IoU 0.5 is written into DETECTOR's sidecar
+    with the whole table; the table is printed.
+    """
+    from edge_app.model import ModelError, read_sidecar
+    from training.detector import store_threshold
+    from training.fields import load_annotations, runs_of
+
+    annotations = Path(data) / "annotations.json"
+    if not annotations.is_file() or not (Path(data) / "images").is_dir():
+        raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
+    try:
+        held_out = read_sidecar(detector).get("training", {}).get("held_out_run")
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    exclude = held_out if exclude_run is None else exclude_run
+    boxes = load_annotations(annotations)
+    names = [n for i, r in enumerate(runs_of(sorted(boxes))) if i != exclude for n in r]
+    threshold, table = store_threshold(Path(detector), data, names, boxes)
+    for t, row in table.items():
+        click.echo(f"{t:.2f}  recall {row['recall']:.3f}  precision {row['precision']:.3f}  F1 {row['f1']:.3f}" + ("  <- chosen" if t == threshold else ""))
+    click.echo(f"{detector}: threshold {threshold} from {len(names)} fields" + (f" (run {exclude} left out)" if exclude is not None else ""), err=True)
+
+
 @main.command("field-cells")
 @click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
 @click.option("--out", required=True, help="NIH-style folder to write (Parasitized/, Uninfected/).")

@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.detect import KIND, STRIDE, background_colour, decode, field_input, optical_density, resize_field
-from edge_app.model import write_sidecar
+from edge_app.detect import KIND, STRIDE, CellDetector, background_colour, field_input, find_in_outputs, optical_density, resize_field
+from edge_app.model import update_sidecar, write_sidecar
 from edge_app.preprocess import load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
 
@@ -223,25 +223,37 @@ def fixed_shape(model):
     return fixed
 
 
-def tune_threshold(model, data: str, names: list[str], annotations: dict[str, list[Box]], stain: str = "rgb") -> tuple[float, dict]:
-    """The heat threshold whose detections best match the boxes (F1 at IoU 0.5) on these fields."""
+def tune_threshold(detector: CellDetector, data: str | Path, names: list[str],
+                   annotations: dict[str, list[Box]]) -> tuple[float, dict]:
+    """The threshold whose detections best match the boxes (F1 at IoU 0.5) on these fields.
+
+    Tuned on the int8 bundle as the app runs it (`CellDetector.raw`, then
+    `find_in_outputs`, which also leaves out cells cut by the border), so the
+    threshold fits what ships rather than the float network it came from.
+    """
     outputs = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
-        x, s = field_input(rgb, *INPUT_SHAPE, SCALE, stain)
-        heat, box = model.predict(x[None].astype(np.float32), verbose=0)
-        outputs.append((name, heat[0, ..., 0], box[0], s, rgb.shape[:2]))
+        outputs.append((name, *detector.raw(rgb), rgb.shape[:2]))
     table = {}
     for t in np.round(np.arange(0.15, 0.71, 0.05), 2):
         scores = []
         for name, heat, box, s, shape in outputs:
-            found = decode(heat, box, float(t), s, shape)
-            scores.append(score_field(annotations[name], np.array([[d.x, d.y, d.width, d.height] for d in found]),
+            found = find_in_outputs(heat, box, float(t), s, shape)
+            scores.append(score_field(annotations[name], np.array([[d.x, d.y, d.width, d.height] for d in found]).reshape(-1, 4),
                                       np.zeros(len(found), bool)))
         p = pooled(scores)
         table[float(t)] = {"recall": p.recall, "precision": p.precision, "f1": 2 * p.matched / (p.cells + p.detections)}
     best = max(table, key=lambda t: table[t]["f1"])
     return best, table
+
+
+def store_threshold(path: Path, data: str | Path, names: list[str], annotations: dict[str, list[Box]]) -> tuple[float, dict]:
+    """Tune a detector bundle's threshold on these annotated fields and write it, with its table, into the sidecar."""
+    threshold, table = tune_threshold(CellDetector(path), data, names, annotations)
+    update_sidecar(path, "threshold", threshold)
+    update_sidecar(path, "tuning", {"on": f"{len(names)} annotated fields ({names[0]}-{names[-1]})", "table": table})
+    return threshold, table
 
 
 def field_ranges(data: str, names: list[str], annotations: dict[str, list[Box]]) -> dict:
@@ -285,7 +297,6 @@ def fit(cfg: DetectorConfig) -> Path:
     model, names, log = train(cfg)
     model.save(out / "model.keras")
     annotations = load_annotations(Path(cfg.data) / "annotations.json")
-    threshold, table = tune_threshold(fixed_shape(model), cfg.data, names, annotations, cfg.stain_input)
     runs = runs_of(sorted(annotations))
     held_out = runs[cfg.test_run] if cfg.test_run is not None else []
     meta = {
@@ -294,15 +305,15 @@ def fit(cfg: DetectorConfig) -> Path:
         "input": {"shape": [*INPUT_SHAPE, 3], "dtype": "int8", "scale": SCALE, "stain": cfg.stain_input,
                   "function": "edge_app.detect.field_input"},
         "output": "heat (grid of P(a red cell's centre)), box (width, height, dx, dy in grid cells); grid stride 4",
-        "threshold": threshold,
+        "threshold": 0.5,  # until store_threshold tunes it on the int8 bundle below
         "training": {"data": "IML-Malaria thin-smear fields (Arshad et al. 2022), hand-boxed red cells",
                      "fields": len(names), "held_out_run": cfg.test_run,
                      "held_out_fields": [held_out[0], held_out[-1]] if held_out else None,
                      "steps": cfg.steps, "final_losses": log[-1], "config": asdict(cfg)},
-        "tuning": {"on": "training fields", "table": table},
         "field_ranges": field_ranges(cfg.data, names, annotations),
     }
     path = convert(fixed_shape(model), representative(cfg.data, names, seed=cfg.seed, stain=cfg.stain_input), out / "cell-detector-int8.tflite", meta)
+    threshold, table = store_threshold(path, cfg.data, names, annotations)
     print(f"threshold {threshold} (training fields: recall {table[threshold]['recall']:.3f}, "
           f"precision {table[threshold]['precision']:.3f}); wrote {path}", file=sys.stderr)
     return path
