@@ -142,35 +142,6 @@ def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, fi
                       max(1, int(round(rects[i][3]))), float(scores[i])) for i in keep]
 
 
-#: A cell the image border cuts is kept only when at least this share of a typical cell's diameter is inside
-#: the image. Less of a cell is too little to classify, and it is not a cell the annotators boxed: on the
-#: 105 annotated fields, 90 % of the boxed border cells show at least 0.75 of a cell, and half of the unboxed
-#: ones detected show under 0.64 (models/DETAILS.md, "Cells cut by the border").
-MIN_VISIBLE = 0.75
-
-
-def drop_cut_cells(found: list[Detection], field_shape: tuple[int, int], min_visible: float = MIN_VISIBLE) -> list[Detection]:
-    """`found` without the cells the field's border cuts to under `min_visible` of a typical cell across.
-
-    A typical cell is the median of the field's whole cells' longer sides
-    (all cells' when fewer than three are whole), so no magnification has
-    to be configured; a cut cell's shorter side is how much of it shows.
-    """
-    if not found:
-        return found
-    fh, fw = field_shape
-    cut = np.array([d.x <= 1 or d.y <= 1 or d.x + d.width >= fw - 1 or d.y + d.height >= fh - 1 for d in found])
-    longer = np.array([max(d.width, d.height) for d in found], float)
-    typical = float(np.median(longer[~cut] if (~cut).sum() >= 3 else longer))
-    return [d for d, c in zip(found, cut) if not c or min(d.width, d.height) >= min_visible * typical]
-
-
-def find_in_outputs(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float,
-                    field_shape: tuple[int, int]) -> list[Detection]:
-    """The cells a detector's outputs find in a field: decoded, less those the border cuts (the app's and the tuning's one path)."""
-    return drop_cut_cells(decode(heat, box, threshold, scale, field_shape), field_shape)
-
-
 class CellDetector:
     """A verified cell-detector bundle (.tflite + sidecar of kind "cell-detector") ready to find cells in fields."""
 
@@ -226,5 +197,5 @@ class CellDetector:
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Detection]:
         """The red cells in a field, in reading order."""
         heat, box, scale = self.raw(rgb)
-        found = find_in_outputs(heat, box, self.threshold if threshold is None else threshold, scale, rgb.shape[:2])
+        found = decode(heat, box, self.threshold if threshold is None else threshold, scale, rgb.shape[:2])
         return sorted(found, key=lambda d: (d.y + d.height // 2, d.x))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_app.detect import MIN_VISIBLE, STRIDE, CellDetector, Detection, decode, drop_cut_cells, field_input
+from edge_app.detect import STRIDE, CellDetector, decode, field_input
 from edge_app.model import ModelError
 
 from tests.fixtures.build import DETECTOR_SCALE as SCALE
@@ -71,24 +71,6 @@ def test_tiny_detector_finds_each_disc(tiny_detector):
     assert len(found) == len(centres) and len(match_boxes(truth, boxes)) == len(centres)
     assert [d.y + d.height // 2 for d in found] == sorted(d.y + d.height // 2 for d in found)  # reading order
     assert CellDetector(tiny_detector).detect(np.full((256, 384, 3), 235, np.uint8)) == []
-
-
-def test_cells_the_border_cuts_are_left_out_unless_most_of_them_shows():
-    whole = [Detection(100 + 90 * i, 300, 80, 76, 0.9) for i in range(5)]  # a typical cell: 80 px across
-    half = Detection(0, 100, 40, 80, 0.9)  # half a cell at the left edge
-    most = Detection(620, 0, 80, round(80 * MIN_VISIBLE) + 2, 0.9)  # cut at the top, but most of it shows
-    corner = Detection(580, 440, 60, 40, 0.9)  # cut by the bottom-right corner
-    small_whole = Detection(300, 100, 30, 30, 0.9)  # small, but not at the border: not this rule's business
-    kept = drop_cut_cells([*whole, half, most, corner, small_whole], field_shape=(480, 640))
-    assert kept == [*whole, most, small_whole]
-    assert drop_cut_cells([], (480, 640)) == []
-    assert drop_cut_cells([half], (480, 640)) == []  # alone, its uncut side still says how big a whole cell is
-
-
-def test_detector_leaves_out_a_cell_mostly_outside_the_field(tiny_detector):
-    inside = [(100, 100), (200, 100), (300, 100), (150, 190)]
-    found = CellDetector(tiny_detector).detect(_field_with_discs([*inside, (386, 190)]))  # the last one mostly cut off
-    assert len(found) == len(inside) and max(d.x + d.width for d in found) < 384 - 1
 
 
 def _copy(src, dst):

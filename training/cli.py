@@ -150,10 +150,10 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, seed, max_
 def detector_threshold_cmd(detector, data, exclude_run) -> None:
     """Re-tune a detector bundle's threshold on hand-boxed fields (DATA: images/ and annotations.json), no retraining.
 
-    For a detector trained before the app's detection rules changed, or to
-    fit the threshold to fields annotated on your own microscope. The
-    threshold with the best F1 at IoU 0.5 is written into DETECTOR's sidecar
-    with the whole table; the table is printed.
+    A threshold fitted to one microscope's fields can be too strict or too
+    lax on another's: annotate a few dozen of your own fields and re-tune
+    it there. The threshold with the best F1 at IoU 0.5 is written into
+    DETECTOR's sidecar with the whole table, and the table is printed.
     """
     from edge_app.model import ModelError, read_sidecar
     from training.detector import store_threshold

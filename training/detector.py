@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.detect import KIND, STRIDE, CellDetector, background_colour, field_input, find_in_outputs, optical_density, resize_field
+from edge_app.detect import KIND, STRIDE, CellDetector, background_colour, decode, field_input, optical_density, resize_field
 from edge_app.model import update_sidecar, write_sidecar
 from edge_app.preprocess import load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
@@ -228,8 +228,8 @@ def tune_threshold(detector: CellDetector, data: str | Path, names: list[str],
     """The threshold whose detections best match the boxes (F1 at IoU 0.5) on these fields.
 
     Tuned on the int8 bundle as the app runs it (`CellDetector.raw`, then
-    `find_in_outputs`, which also leaves out cells cut by the border), so the
-    threshold fits what ships rather than the float network it came from.
+    `decode`), so the threshold fits what ships rather than the float
+    network it came from.
     """
     outputs = []
     for name in names:
@@ -239,7 +239,7 @@ def tune_threshold(detector: CellDetector, data: str | Path, names: list[str],
     for t in np.round(np.arange(0.15, 0.71, 0.05), 2):
         scores = []
         for name, heat, box, s, shape in outputs:
-            found = find_in_outputs(heat, box, float(t), s, shape)
+            found = decode(heat, box, float(t), s, shape)
             scores.append(score_field(annotations[name], np.array([[d.x, d.y, d.width, d.height] for d in found]).reshape(-1, 4),
                                       np.zeros(len(found), bool)))
         p = pooled(scores)
