@@ -79,3 +79,8 @@ def test_detector_threshold_retunes_a_bundle_on_the_fields_it_was_trained_on(tin
     assert res.exit_code == 0 and CellDetector(det).meta["tuning"]["on"] == "1 annotated fields (F0040.png-F0040.png)"
     res = CliRunner().invoke(main, ["detector-threshold", str(det), str(tmp_path)])
     assert res.exit_code == 2 and "annotations.json" in res.output
+    (data / "images" / "F0040.png").write_bytes(b"not an image")
+    before = det.with_suffix(".json").read_text()
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data), "--exclude-run", "0"])
+    assert res.exit_code == 1 and "F0040.png" in res.output and "nothing was written" in res.output
+    assert det.with_suffix(".json").read_text() == before

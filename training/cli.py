@@ -156,6 +156,7 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     DETECTOR's sidecar with the whole table, and the table is printed.
     """
     from edge_app.model import ModelError, read_sidecar
+    from edge_app.preprocess import ImageError
     from training.detector import store_threshold
     from training.fields import load_annotations, runs_of
 
@@ -169,7 +170,12 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     exclude = held_out if exclude_run is None else exclude_run
     boxes = load_annotations(annotations)
     names = [n for i, r in enumerate(runs_of(sorted(boxes))) if i != exclude for n in r]
-    threshold, table = store_threshold(Path(detector), data, names, boxes)
+    if not names:
+        raise click.UsageError(f"no fields left in {data} once run {exclude} is left out: pass --exclude-run or other fields")
+    try:
+        threshold, table = store_threshold(Path(detector), data, names, boxes)
+    except (ImageError, ModelError) as exc:
+        raise click.ClickException(f"{exc} (nothing was written)") from None
     for t, row in table.items():
         click.echo(f"{t:.2f}  recall {row['recall']:.3f}  precision {row['precision']:.3f}  F1 {row['f1']:.3f}" + ("  <- chosen" if t == threshold else ""))
     click.echo(f"{detector}: threshold {threshold} from {len(names)} fields" + (f" (run {exclude} left out)" if exclude is not None else ""), err=True)

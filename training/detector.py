@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_app.detect import KIND, STRIDE, CellDetector, background_colour, decode, field_input, optical_density, resize_field
 from edge_app.model import update_sidecar, write_sidecar
-from edge_app.preprocess import load_rgb
+from edge_app.preprocess import ImageError, load_rgb
 from training.fields import Box, load_annotations, pooled, runs_of, score_field
 
 #: Detector input pixels per field pixel: 80 px cells of a 1280x960 field become 20 px.
@@ -233,7 +233,10 @@ def tune_threshold(detector: CellDetector, data: str | Path, names: list[str],
     """
     outputs = []
     for name in names:
-        rgb = load_rgb(Path(data) / "images" / name)
+        try:
+            rgb = load_rgb(Path(data) / "images" / name)
+        except ImageError as exc:
+            raise ImageError(f"{name}: {exc}") from None
         outputs.append((name, *detector.raw(rgb), rgb.shape[:2]))
     table = {}
     for t in np.round(np.arange(0.15, 0.71, 0.05), 2):
