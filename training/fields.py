@@ -100,12 +100,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def match_boxes(truth: np.ndarray, detected: np.ndarray, min_iou: float = MATCH_IOU) -> list[tuple[int, int]]:
     """One-to-one (truth index, detection index) pairs with IoU >= min_iou: as many as possible, then the best overlap."""
-    iou = iou_matrix(truth, detected)
+    return _pairs(iou_matrix(truth, detected), min_iou)
+
+
+def _pairs(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """match_boxes on an IoU matrix already computed (score_field needs the matrix for its other counts too)."""
     if not iou.size:
         return []
     ok = iou >= min_iou
     # Every allowed pair is worth more than any sum of IoUs, so the number of matches comes first.
-    cost = np.where(ok, -(len(truth) + len(detected) + iou), 0.0)
+    cost = np.where(ok, -(sum(iou.shape) + iou), 0.0)
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if ok[r, c]]
 
@@ -162,9 +166,9 @@ def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray)
     cells = [b for b in truth if b.kind != DIFFICULT]
     boxes = np.array([[b.x, b.y, b.w, b.h] for b in cells], np.float64).reshape(-1, 4)
     infected = np.array([b.infected for b in cells], bool)
-    pairs = match_boxes(boxes, detected)
-    healthy_pairs = [(i, j) for i, j in pairs if not infected[i]]
     iou = iou_matrix(boxes, detected)
+    pairs = _pairs(iou, MATCH_IOU)
+    healthy_pairs = [(i, j) for i, j in pairs if not infected[i]]
     found = int(np.sum(iou[infected][:, parasitized].max(axis=1) >= INFECTED_IOU)) if parasitized.any() else 0
     unboxed = int(np.sum(iou[infected].max(axis=1, initial=0.0) < INFECTED_IOU))
     off_boxes = int(np.sum(parasitized & (iou.max(axis=0, initial=0.0) < OFF_BOX_IOU)))
