@@ -24,6 +24,8 @@ MARGIN = 0.25
 #: A field whose sharpness is below this share of the least sharp training field's is out of focus (a blur of
 #: 1.2 pixels already halves it; the training fields' own sharpness spans a factor of 8 between stains).
 BLUR_RATIO = 0.5
+#: How the stain colour warning begins.
+STAIN_WARNING = "stain colour unlike the training fields"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ def field_stats(rgb: np.ndarray, cells: list, scale: float) -> FieldStats | None
     return FieldStats(tuple(float(c) for c in colour), size, sharpness)
 
 
+def check_field(rgb: np.ndarray, cells: list, detector) -> tuple[FieldStats | None, list[str]]:
+    """One field's measurements and its warnings against `detector`'s training fields (no ranges without a detector)."""
+    stats = field_stats(rgb, cells, detector.scale if detector is not None else 1.0)
+    return stats, warnings(stats, detector.meta.get("field_ranges") if detector is not None else None)
+
+
 def training_ranges(stats: list[FieldStats]) -> dict:
     """The ranges of the training fields' measurements, for the detector's sidecar."""
     colours = np.array([s.cell_colour for s in stats])
@@ -73,7 +81,7 @@ def warnings(stats: FieldStats | None, ranges: dict | None) -> list[str]:
     lo, hi = ranges["cell_colour"]["min"], ranges["cell_colour"]["max"]
     if any(_outside(v, a, b) for v, a, b in zip(stats.cell_colour, lo, hi)):
         rgb = ", ".join(f"{v:.0f}" for v in stats.cell_colour)
-        out.append(f"stain colour unlike the training fields (cells RGB {rgb}): check the staining and white balance")
+        out.append(f"{STAIN_WARNING} (cells RGB {rgb}): check the staining and white balance")
     size = ranges["cell_size"]
     if _outside(stats.cell_size, size["min"], size["max"]):
         out.append(f"cells {stats.cell_size:.0f} px at the detector's scale, "

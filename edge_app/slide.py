@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from edge_app.detect import CellDetector
-from edge_app.field_check import field_stats, warnings
+from edge_app.field_check import check_field
 from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
@@ -191,8 +191,7 @@ class SlideRun:
     def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
         cells = find_cells(rgb, self.detector)
         results = classify_cells(self.model, cells, self.threshold)
-        stats = field_stats(rgb, cells, self.detector.scale if self.detector else 1.0)
-        warned = tuple(warnings(stats, self.detector.meta.get("field_ranges") if self.detector else None))
+        stats, warned = check_field(rgb, cells, self.detector)
         name = self.image_name(len(self.counts), field)
         for i, r in enumerate(results):
             if r.label == LABELS[1]:
@@ -204,7 +203,7 @@ class SlideRun:
             f.write(json.dumps({"field": field, "stats": stats.as_dict() if stats else None, "warnings": list(warned)}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results), warnings=warned))
+        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results), warnings=tuple(warned)))
 
     def add_error(self, field: str, message: str) -> FieldCount:
         self.writer.write([CellRow(field, status="error", error=message)])

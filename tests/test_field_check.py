@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_app.field_check import field_stats, training_ranges, warnings
+from edge_app.field_check import STAIN_WARNING, check_field, field_stats, training_ranges, warnings
 from edge_app.smear import cells_in_boxes
 
 
@@ -48,3 +48,14 @@ def test_an_unfamiliar_stain_a_wrong_magnification_and_blur_are_each_flagged():
 def test_no_cells_is_always_flagged_and_no_ranges_flag_nothing_else():
     assert "no red cells found" in warnings(field_stats(np.full((50, 50, 3), 225, np.uint8), [], 0.5), _ranges())[0]
     assert warnings(field_stats(*_field(colour=(200, 190, 60)), scale=0.5), None) == []
+
+
+def test_check_field_measures_at_the_detectors_scale_against_its_training_fields():
+    class Detector:  # what check_field reads of an edge_app.detect.CellDetector
+        scale = 0.5
+        meta = {"field_ranges": _ranges()}
+
+    stats, warned = check_field(*_field(colour=(200, 190, 60)), Detector())
+    assert stats.cell_size == 20 and len(warned) == 1 and warned[0].startswith(STAIN_WARNING)
+    # classical segmentation has no training fields to compare with: measured, never warned but for no cells
+    assert check_field(*_field(colour=(200, 190, 60)), None)[1] == []

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.realdata,
 
 def test_benchmark_scores_the_shipped_pipeline_on_real_fields(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    from benchmarks.real_fields import main
+    from benchmarks.real_fields import ORACLE, main
 
     out = tmp_path / "real.json"
     assert main(["--data", str(IML), "--run", "0", "--first", "4", "--json", str(out)]) == 0
@@ -25,6 +25,8 @@ def test_benchmark_scores_the_shipped_pipeline_on_real_fields(tmp_path, capsys):
     # the shipped detector finds the red cells of these (training) fields; precision is a lower bound (unboxed cells)
     assert run["recall"] >= 0.9 and run["precision"] >= 0.7
     assert report["classifier_alone"]["roc_auc"] > 0.8
+    oracle = report["classifier_alone"]["at"][ORACLE]  # set on these very healthy cells: at most 1 % called Parasitized
+    assert oracle["healthy_called_parasitized"] <= 0.01 and 0 <= oracle["sensitivity"] <= 1
     assert 0 <= run["infected_unboxed"] <= run["infected"] and 0 <= run["called_parasitized_off_boxes"] <= run["detections"]
     assert "red cells: recall" in capsys.readouterr().out
 

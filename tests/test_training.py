@@ -186,10 +186,32 @@ def test_stain_jitter_recolours_each_cell_on_its_own():
     assert np.ptp(green_over_red(jittered)) > 0.1
 
 
-def test_configs_saved_before_stain_jitter_load_without_it(tmp_path):
+def test_stain_gamma_changes_each_cells_density_not_its_background():
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from training.train import restain
+
+    x = np.zeros((64, 4, 4, 3), np.float32)
+    x[:, 1:3, 1:3] = 200 / 255  # pale cytoplasm
+    x[:, 1, 1] = 60 / 255  # a dark chromatin dot
+    tf.random.set_seed(0)
+    out = restain(tf.constant(x), 0.0, 0.4).numpy()
+    assert np.all(out[:, 0, 0] == 0)  # the black background stays black
+    dot_od, cyto_od = -np.log(out[:, 1, 1]), -np.log(out[:, 2, 2])
+    # a power scales every density of a channel alike: the dot stays as many times darker than the cytoplasm
+    assert np.allclose(dot_od / cyto_od, np.log(60 / 255) / np.log(200 / 255), rtol=1e-3)
+    # each cell and each channel gets its own density, up to exp(+-0.4) times the original
+    ratio = cyto_od / -np.log(200 / 255)
+    assert ratio.min() < 0.85 and ratio.max() > 1.2 and np.all((ratio > np.exp(-0.4) - 1e-3) & (ratio < np.exp(0.4) + 1e-3))
+    assert np.ptp(ratio[:, 0] / ratio[:, 1]) > 0.2
+
+
+@pytest.mark.parametrize("option", ["stain_jitter", "stain_gamma"])
+def test_configs_saved_before_an_augmentation_option_load_without_it(tmp_path, option):
     from training.train import TrainConfig
 
     old = asdict(TrainConfig())
-    del old["stain_jitter"]
+    del old[option]
     (tmp_path / "config.json").write_text(json.dumps(old))
-    assert TrainConfig.load(tmp_path / "config.json").stain_jitter == 0.0
+    assert getattr(TrainConfig.load(tmp_path / "config.json"), option) == 0.0

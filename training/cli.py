@@ -29,6 +29,8 @@ def _train_options(fn):
         click.option("--augment/--no-augment", default=_DEFAULTS.augment, show_default=True),
         click.option("--stain-jitter", default=_DEFAULTS.stain_jitter, show_default=True, type=click.FloatRange(0.0, 0.5),
                      help="Per-channel colour gain range (+-) in augmentation, for slides stained differently."),
+        click.option("--stain-gamma", default=_DEFAULTS.stain_gamma, show_default=True, type=click.FloatRange(0.0, 1.0),
+                     help="Per-channel stain density range in augmentation: each channel raised to a power in exp(+-this)."),
         click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int),
         click.option("--folds", default=_DEFAULTS.folds, show_default=True, type=click.IntRange(3)),
         click.option("--test-fold", default=_DEFAULTS.test_fold, show_default=True, type=click.IntRange(0)),

@@ -31,6 +31,7 @@ class TrainConfig:
     class_weights: bool = True
     augment: bool = True
     stain_jitter: float = 0.2  # per-cell, per-channel gain range (+-): the stain differences between patients' slides
+    stain_gamma: float = 0.0  # per-cell, per-channel exponent exp(+-stain_gamma): stains laid on thinner or thicker
     seed: int = 0
     folds: int = 5
     test_fold: int = 0
@@ -45,11 +46,24 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         saved = json.loads(Path(path).read_text())
-        saved.setdefault("stain_jitter", 0.0)  # runs saved before the option existed had none
+        saved.setdefault("stain_jitter", 0.0)  # runs saved before the options existed had none
+        saved.setdefault("stain_gamma", 0.0)
         return cls(**saved)
 
 
-def augmenter(seed: int, stain_jitter: float = 0.0):
+def restain(x, stain_jitter: float, stain_gamma: float):
+    """Recolour a batch of cells (floats in 0-1) as if each had been stained on its own slide (see `augmenter`)."""
+    import tensorflow as tf
+
+    per_cell_channel = [tf.shape(x)[0], 1, 1, 3]
+    if stain_gamma:
+        x = x ** tf.exp(tf.random.uniform(per_cell_channel, -stain_gamma, stain_gamma))
+    if stain_jitter:
+        x = x * tf.random.uniform(per_cell_channel, 1.0 - stain_jitter, 1.0 + stain_jitter)
+    return x
+
+
+def augmenter(seed: int, stain_jitter: float = 0.0, stain_gamma: float = 0.0):
     """Microscopy-safe augmentation: any orientation, small shifts/zoom, stain colour jitter; black fill like the background.
 
     Patients' slides differ most in stain: the mean colour of a patient's
@@ -57,7 +71,11 @@ def augmenter(seed: int, stain_jitter: float = 0.0):
     NIH donors, and the worst outliers sit 3 deviations out. `stain_jitter`
     scales each channel of each cell by its own factor in 1 +- stain_jitter,
     which moves the colour as a different staining would; being a gain, it
-    leaves the black background black.
+    leaves the black background black. `stain_gamma` raises each channel to
+    its own power in exp(+-stain_gamma): with white light as the reference
+    that scales the channel's optical density, as a thinner or thicker stain
+    (or a longer staining) would, darkening or paling chromatin and
+    cytoplasm by different amounts where a gain moves them alike.
     """
     import keras
     import tensorflow as tf
@@ -72,9 +90,7 @@ def augmenter(seed: int, stain_jitter: float = 0.0):
     def apply(x, y):
         x = geometric(x, training=True)
         x = tf.image.rot90(x, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-        x = x / 255.0
-        if stain_jitter:
-            x = x * tf.random.uniform([tf.shape(x)[0], 1, 1, 3], 1.0 - stain_jitter, 1.0 + stain_jitter)
+        x = restain(x / 255.0, stain_jitter, stain_gamma)
         x = tf.image.random_brightness(x, 0.08)
         x = tf.image.random_contrast(x, 0.85, 1.15)
         x = tf.image.random_saturation(x, 0.8, 1.2)
@@ -91,7 +107,7 @@ def datasets(x_train, y_train, x_val, y_val, cfg: TrainConfig):
     train = train.shuffle(len(x_train), seed=cfg.seed, reshuffle_each_iteration=True)
     train = train.batch(cfg.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:
-        train = train.map(augmenter(cfg.seed, cfg.stain_jitter), num_parallel_calls=tf.data.AUTOTUNE)
+        train = train.map(augmenter(cfg.seed, cfg.stain_jitter, cfg.stain_gamma), num_parallel_calls=tf.data.AUTOTUNE)
     val = tf.data.Dataset.from_tensor_slices((x_val, y_val.astype("float32"))).batch(256)
     val = val.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
