@@ -12,11 +12,15 @@ already found.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edge_app.stain import cell_colour
+
+if TYPE_CHECKING:
+    from edge_app.detect import CellDetector
 
 #: How far outside the training fields' range a field may fall before it is flagged, as a share of that range
 #: (the training fields are few: their range understates what still works).
@@ -52,7 +56,7 @@ def field_stats(rgb: np.ndarray, cells: list, scale: float) -> FieldStats | None
     return FieldStats(tuple(float(c) for c in colour), size, sharpness)
 
 
-def check_field(rgb: np.ndarray, cells: list, detector) -> tuple[FieldStats | None, list[str]]:
+def check_field(rgb: np.ndarray, cells: list, detector: CellDetector | None) -> tuple[FieldStats | None, list[str]]:
     """One field's measurements and its warnings against `detector`'s training fields (no ranges without a detector)."""
     stats = field_stats(rgb, cells, detector.scale if detector is not None else 1.0)
     return stats, warnings(stats, detector.meta.get("field_ranges") if detector is not None else None)
