@@ -113,10 +113,10 @@ def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotatio
         kinds += [b.kind for b in boxes]
     kinds, probs = np.array(kinds), np.array(probs)
     infected = np.isin(kinds, INFECTED)
+    both = 0 < infected.sum() < len(infected)
     out = {"infected_cells": int(infected.sum()), "healthy_cells": int((~infected).sum()),
-           "roc_auc": float(roc_auc_score(infected, probs)) if 0 < infected.sum() < len(infected) else None,
-           "at": {}}
-    if 0 < infected.sum() < len(infected):
+           "roc_auc": float(roc_auc_score(infected, probs)) if both else None, "at": {}}
+    if both:
         thresholds = {**thresholds, ORACLE: counting_threshold(infected.astype(int), probs, 0.01)["threshold"]}
     for label, t in thresholds.items():
         called = probs >= t
