@@ -22,6 +22,12 @@ Protocol (training.fields, the one definition of it):
   truth is inside when the true parasitemia lies in the reported 95 %
   interval. A field is positive when it has an infected box, called positive
   when a cell in it is called Parasitized.
+- Reviewed (when the model has a review threshold): the slide's parasitemia
+  after a microscopist who is always right has looked at every cell at or
+  above the review threshold, as `malaria-edge serve` shows them: the
+  infected boxes such a cell overlaps (IoU >= 0.3) are the confirmed
+  parasites, over every detection, corrected for the sensitivity at that
+  threshold (edge_app.review). The spot checks below it are left out.
 - The classifier alone: every annotated cell cut out of its box the way the
   app cuts out a detected cell (edge_app.smear.cells_in_boxes), so that
   segmentation cannot be blamed; ROC AUC, and at each threshold the share
@@ -52,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_app.detect import CellDetector, default_detector_path  # noqa: E402
 from edge_app.field_check import STAIN_WARNING, check_field  # noqa: E402
-from edge_app.model import ModelBundle, default_model_path  # noqa: E402
+from edge_app.model import Counting, ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
 from edge_app.smear import cells_in_boxes, classify_cells, find_cells  # noqa: E402
@@ -129,6 +135,19 @@ def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotatio
     return out
 
 
+def reviewed(counted: list[CountedField], annotations: dict, review: Counting) -> dict:
+    """The fields as one slide once every cell at or above the review threshold was shown to a reviewer who is always right."""
+    p = pooled(score_counted(counted, annotations, review.threshold))
+    slide = Parasitemia(p.detections, p.infected_found, min_cells=0, errors=review.errors.after_review())
+    lo, hi = slide.interval
+    return {"threshold": review.threshold, "cells_shown": p.called_parasitized,
+            "cells_shown_per_field": p.called_parasitized / len(counted) if counted else None,
+            "confirmed": p.infected_found, "infected_shown": p.infected_found / p.infected if p.infected else None,
+            "parasitemia": slide.fraction, "ci95": [lo, hi],
+            "abs_relative_error": abs(slide.fraction - p.true_parasitemia) / p.true_parasitemia if p.true_parasitemia else None,
+            "truth_inside_ci": bool(lo <= p.true_parasitemia <= hi)}
+
+
 def summarise(scores: list[FieldScore], counted: list[CountedField], errors) -> dict:
     p = pooled(scores)
     seconds = [c.seconds for c in counted]
@@ -174,6 +193,12 @@ def print_summary(title: str, s: dict) -> None:
           f"  fields: sensitivity {_pct(s['field_sensitivity'])}, specificity {_pct(s['field_specificity'])}; "
           f"{s['seconds_per_field_median']:.3f} s a field (median; p95 {s['seconds_per_field_p95']:.3f})\n"
           f"  fields the field check warned about: {s['fields_warned']} of {s['fields']} ({s['stain_warned']} for their stain colour)")
+    if s.get("reviewed"):
+        r = s["reviewed"]
+        print(f"  reviewed (every cell at P >= {r['threshold']:.3f} shown, {r['cells_shown_per_field']:.1f} a field, "
+              f"{_pct(r['infected_shown'])} of the infected cells among them): "
+              f"{_pct(r['parasitemia'])} (95 % CI {_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}); truth inside: "
+              f"{r['truth_inside_ci']}; error {_pct(r['abs_relative_error'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     counting = model.counting if args.threshold is None else None
     threshold = counting.threshold if counting else (model.threshold if args.threshold is None else args.threshold)
     errors = counting.errors if counting else None
+    review = model.review if counting else None
 
     report = {"data": str(data), "model": str(model.path), "model_sha256": model.meta["tflite_sha256"],
               "detector": "classical" if detector is None else str(detector.path),
@@ -210,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         counted = count_fields(model, detector, data, names)
         scores = score_counted(counted, annotations, threshold)
         report["runs"][str(k)] = summarise(scores, counted, errors)
+        if review:
+            report["runs"][str(k)]["reviewed"] = reviewed(counted, annotations, review)
         print_summary(f"run {k} ({names[0]}-{names[-1]})", report["runs"][str(k)])
         for s, c in zip(scores, counted):
             report["fields"][c.name] = {**{f: getattr(s, f) for f in FieldScore.__dataclass_fields__}, "seconds": c.seconds,
@@ -224,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         all_names += names
     if len(chosen) > 1:
         report["pooled"] = summarise(all_scores, all_counted, errors)
+        if review:
+            report["pooled"]["reviewed"] = reviewed(all_counted, annotations, review)
         print_summary("all chosen runs as one slide", report["pooled"])
         folds = [report["runs"][str(k)] for k in chosen]
         report["mean_over_runs"] = {key: float(np.mean([f[key] for f in folds])) for key in

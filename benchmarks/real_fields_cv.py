@@ -13,11 +13,15 @@ rates its parasitemia is corrected for, are then chosen on the other two
 runs as their own folds counted them (out-of-fold: every cell there was
 counted by models that never saw it), for at most `--max-fpr` of the
 detections that are not infected cells called Parasitized
-(quantization.counting). Run K is scored as benchmarks/real_fields.py
-scores it (same protocol). The headline is the mean over the three folds,
-with the standard deviation beside it. `--write-counting MODEL` stores the
-threshold and rates pooled over all three runs' out-of-fold counts in
-MODEL's sidecar: the shipped classifier's, trained on every run.
+(quantization.counting); so is its review threshold, for `--review-fpr`.
+Run K is scored as benchmarks/real_fields.py scores it (same protocol,
+the reviewed parasitemia included), and its count is also corrected with
+its own error rates at that threshold: an oracle, what perfectly
+transferred rates would report. The headline is the mean over the three
+folds, with the standard deviation beside it. `--write-counting MODEL`
+stores both thresholds and their rates, pooled over all three runs'
+out-of-fold counts, in MODEL's sidecar: the shipped classifier's, trained
+on every run.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.real_fields import ORACLE, classifier_alone, count_fields, print_summary, score_counted, summarise, write_report  # noqa: E402
+from benchmarks.real_fields import (ORACLE, classifier_alone, count_fields, print_summary, reviewed, score_counted,  # noqa: E402
+                                    summarise, write_report)
 from edge_app.detect import CellDetector  # noqa: E402
-from edge_app.model import ModelBundle, counting_errors, default_model_path  # noqa: E402
-from quantization.counting import pooled_counting, write_counting  # noqa: E402
+from edge_app.model import Counting, ModelBundle, counting_errors, default_model_path  # noqa: E402
+from edge_app.parasitemia import CountingErrors  # noqa: E402
+from quantization.counting import REVIEW_FPR, pooled_counting, write_field_counting  # noqa: E402
 from training.fields import counting_scores, load_annotations, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--model", default=None, help="one classifier bundle for every fold (default: the shipped one)")
     group.add_argument("--models", default=None, help="folder with run0/, run1/, run2/, each holding one classifier bundle")
     ap.add_argument("--max-fpr", type=float, default=0.01, help="counting threshold: at most this share of other detections called Parasitized")
+    ap.add_argument("--review-fpr", type=float, default=REVIEW_FPR,
+                    help="review threshold: a reviewer is shown at most this share of the other detections")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-counting", default=None, metavar="MODEL",
                     help="store the threshold and rates pooled over every run's out-of-fold count in this classifier's sidecar")
@@ -68,18 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {k}: counted {len(held_out)} fields with {path} and {detector.path}", file=sys.stderr)
 
     report = {"protocol": "each run counted by models trained without it; its counting threshold and rates from the other "
-                          "runs' out-of-fold counts", "max_fpr": args.max_fpr, "folds": {}}
+                          "runs' out-of-fold counts", "max_fpr": args.max_fpr, "review_fpr": args.review_fpr, "folds": {}}
     for k, held_out in enumerate(runs):
-        block = pooled_counting([scores_for_counting[j] for j in scores_for_counting if j != k], args.max_fpr)
+        others = [scores_for_counting[j] for j in scores_for_counting if j != k]
+        block, review_block = pooled_counting(others, args.max_fpr), pooled_counting(others, args.review_fpr)
         errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
         fold = summarise(score_counted(counted[k], annotations, block["threshold"]), counted[k], errors)
         fold["counting"] = block
+        own_h, own_i = scores_for_counting[k]  # the held-out run's own rates at that threshold: an oracle no slide has
+        own_se, own_fpr = float(np.mean(own_i >= block["threshold"])), float(np.mean(own_h >= block["threshold"]))
+        fold["reported_with_own_rates"] = (CountingErrors(own_se, own_fpr).correct(fold["raw_parasitemia"])
+                                           if own_se > own_fpr else None)
+        fold["reviewed"] = reviewed(counted[k], annotations, Counting(review_block["threshold"], counting_errors(review_block)))
         fold["classifier_alone"] = classifier_alone(models[k], data, held_out, annotations,
                                                     {"0.5": 0.5, "counting": block["threshold"]})
         report["folds"][str(k)] = fold
         print(f"fold {k}: counting threshold {block['threshold']:.3f} from the other runs (sensitivity "
               f"{block['sensitivity']:.3f}, false positives {block['false_positive_rate']:.4f})")
         print_summary(f"  run {k} ({held_out[0]}-{held_out[-1]}), unseen", fold)
+        if fold["reported_with_own_rates"] is not None:
+            print(f"  corrected with run {k}'s own error rates at that threshold (oracle): "
+                  f"{100 * fold['reported_with_own_rates']:.2f} % (true {100 * fold['true_parasitemia']:.2f} %)")
         alone = fold["classifier_alone"]
         print(f"  classifier alone on run {k}'s annotated cells: ROC AUC {alone['roc_auc']:.3f}; at the counting threshold "
               f"infected {100 * alone['at']['counting']['sensitivity']:.1f} %, healthy "
@@ -89,17 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     report["mean"] = {key: float(np.mean([f[key] for f in folds])) for key in HEADLINE}
     report["sd"] = {key: float(np.std([f[key] for f in folds], ddof=1)) for key in HEADLINE}
     report["truth_inside_ci"] = sum(f["truth_inside_ci"] for f in folds)
+    errors_reviewed = [f["reviewed"]["abs_relative_error"] for f in folds]
+    report["reviewed"] = {"mean_abs_relative_error": float(np.mean(errors_reviewed)), "sd": float(np.std(errors_reviewed, ddof=1)),
+                          "truth_inside_ci": sum(f["reviewed"]["truth_inside_ci"] for f in folds),
+                          "cells_shown_per_field": float(np.mean([f["reviewed"]["cells_shown_per_field"] for f in folds]))}
     print("mean over folds (sd): " + ", ".join(f"{k} {report['mean'][k]:.3f} ({report['sd'][k]:.3f})" for k in HEADLINE)
           + f"; truth inside the reported interval in {report['truth_inside_ci']} of {len(folds)} runs")
+    r = report["reviewed"]
+    print(f"reviewed: parasitemia error {r['mean_abs_relative_error']:.3f} ({r['sd']:.3f}), truth inside the interval in "
+          f"{r['truth_inside_ci']} of {len(folds)} runs, {r['cells_shown_per_field']:.1f} cells shown a field")
     if args.write_counting:
-        block = pooled_counting(list(scores_for_counting.values()), args.max_fpr)
-        written = write_counting(args.write_counting, {
-            **block, "max_false_positive_rate": args.max_fpr,
-            "measured_on": f"{sum(len(r) for r in runs)} real fields in {len(runs)} runs, each counted by a detector and "
-                           "classifier trained without it (out-of-fold)"})
-        report["written_counting"] = written
-        print(f"{args.write_counting}: counting threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "
-              f"false-positive rate {block['false_positive_rate']:.4f}, out of fold")
+        counting, review = write_field_counting(
+            args.write_counting, list(scores_for_counting.values()), args.max_fpr, args.review_fpr,
+            {"measured_on": f"{sum(len(r) for r in runs)} real fields in {len(runs)} runs, each counted by a detector and "
+                            "classifier trained without it (out-of-fold)"})
+        report["written_counting"], report["written_review"] = counting, review
+        for name, block in (("counting", counting), ("review", review)):
+            print(f"{args.write_counting}: " + (f"{name} threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "
+                                                f"false-positive rate {block['false_positive_rate']:.4f}, out of fold" if block
+                                                else f"no {name} block (rates no better than chance)"))
     write_report(args.json, report)
     return 0
 

@@ -26,6 +26,9 @@ from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
 FORMAT = "malaria-edge-model/1"
 DEFAULT_MODEL_NAME = "malaria-edge-int8.tflite"
+#: The sidecar block of the review threshold (quantization.counting): the cells a microscopist is shown, at or above
+#: it, and the sensitivity there, which is what a reviewed count is corrected for.
+REVIEW_BLOCK = "review"
 _INPUT_DTYPES = {"uint8": np.uint8, "int8": np.int8, "float32": np.float32}
 
 
@@ -88,7 +91,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Counting:
-    """The threshold for counting cells on a smear and the error rates measured there (sidecar "counting")."""
+    """A threshold for cells on a smear and the error rates measured there: counting's (sidecar "counting"), or the
+    review's (sidecar "review": every cell at or above it is shown to the microscopist)."""
 
     threshold: float
     errors: CountingErrors
@@ -108,6 +112,8 @@ class ModelBundle:
         self.temperature = float(self.meta.get("temperature", 1.0))
         c = self.meta.get("counting")
         self.counting = Counting(float(c["threshold"]), counting_errors(c)) if c else None
+        r = self.meta.get(REVIEW_BLOCK)
+        self.review = Counting(float(r["threshold"]), counting_errors(r)) if r and c else None
         stain = self.meta.get("stain")
         #: Median RGB of the training cells: each field's stain is matched to it (edge_app.stain); None for older models.
         self.cell_colour = tuple(float(v) for v in stain["cell_colour"]) if stain else None
@@ -256,14 +262,17 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
         problems.append(f"temperature {temperature}")
     if labels != LABELS:
         problems.append(f"labels {list(labels)} (expected {list(LABELS)})")
-    if meta.get("counting") is not None:
-        try:
-            c = meta["counting"]
-            counting_errors(c)
-            if not 0.0 <= float(c["threshold"]) <= 1.0:
-                raise ValueError(f"threshold {c['threshold']}")
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(f"counting block ({exc})")
+    for key in ("counting", REVIEW_BLOCK):
+        if meta.get(key) is not None:
+            try:
+                c = meta[key]
+                counting_errors(c)
+                if not 0.0 <= float(c["threshold"]) <= 1.0:
+                    raise ValueError(f"threshold {c['threshold']}")
+                if key == REVIEW_BLOCK and meta.get("counting") and float(c["threshold"]) > float(meta["counting"]["threshold"]):
+                    raise ValueError(f"threshold {c['threshold']} above the counting one: a review must show every cell counted")
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"{key} block ({exc})")
     if meta.get("stain") is not None:
         try:
             colour = [float(v) for v in meta["stain"]["cell_colour"]]

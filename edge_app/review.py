@@ -1,14 +1,20 @@
 """A microscopist's review of a counted slide: which cells to show, the decisions, and the reviewed parasitemia.
 
 The app's count is a screening aid; it becomes a result once a person has
-looked at the cells it called Parasitized. Every such cell is shown, plus a
-seeded random sample of the Uninfected cells nearest the threshold (a spot
-check for missed parasites). Each gets Confirm (the app's call is right) or
-Reject (it is wrong). When every shown cell is decided the slide is
-*reviewed*, and its reviewed parasitemia is the cells a person confirmed as
-parasitised (flagged cells confirmed, spot-checked cells rejected) over all
-counted cells: no false positive is left, so it is corrected only for the
-cells the pipeline misses (`CountingErrors.after_review`).
+looked at the cells it called Parasitized. Every such cell is shown; so is
+every cell called Uninfected at or above the model's review threshold (the
+sidecar's "review" block: near the counting threshold, where the calls
+differ most from stain to stain); and a seeded random sample of the other
+Uninfected cells nearest the threshold (a spot check for missed
+parasites). Each gets Confirm (the app's call is right) or Reject (it is
+wrong). When every shown cell is decided the slide is *reviewed*, and its
+reviewed parasitemia is the cells a person confirmed as parasitised
+(Parasitized calls confirmed, Uninfected ones rejected) over all counted
+cells: no false positive is left, so it is corrected only for the cells
+the pipeline misses at the lowest threshold shown
+(`CountingErrors.after_review`). On real fields of a stain the models never
+saw, that sensitivity carries over where the automatic count's rates do not
+(models/DETAILS.md, "The review threshold").
 
 Decisions are appended to the slide's own folder (`review.jsonl`, one line
 each, synced; the last line for a cell wins), so the folder stays the whole
@@ -51,7 +57,8 @@ class ReviewCell:
     box: tuple[int, int, int, int]
     call: str
     probability: float
-    spot_check: bool
+    spot_check: bool  # called Uninfected: shown to find a missed parasite (Reject means parasitised)
+    near: bool = False  # called Uninfected but at or above the review threshold: shown every time, not sampled
 
     @property
     def key(self) -> str:
@@ -75,8 +82,9 @@ def numbered_cells(rows: list[dict]) -> Iterator[tuple[int, dict]]:
             yield no, r
 
 
-def review_cells(rows: list[dict], seed: str, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
-    """The cells to review, from a slide's result rows: every cell called Parasitized, then the spot checks.
+def review_cells(rows: list[dict], seed: str, threshold: float | None = None, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
+    """The cells to review, from a slide's result rows: every cell called Parasitized or at or above `threshold` (the
+    review threshold), in field order, then the spot checks.
 
     Seeded by the slide's id, so the same cells come back after a restart
     and on every device that opens the slide.
@@ -84,12 +92,13 @@ def review_cells(rows: list[dict], seed: str, spot_checks: int = SPOT_CHECKS) ->
     cells = []
     for no, r in numbered_cells(rows):
         box = tuple(int(r[k]) for k in ("x", "y", "width", "height"))
-        cells.append(ReviewCell(no, r["field"], int(r["cell"]), box, r["label"], float(r["probability"]),
-                                r["label"] != LABELS[1]))
-    flagged = [c for c in cells if not c.spot_check]
-    nearest = sorted((c for c in cells if c.spot_check), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
+        p, uninfected = float(r["probability"]), r["label"] != LABELS[1]
+        cells.append(ReviewCell(no, r["field"], int(r["cell"]), box, r["label"], p, uninfected,
+                                uninfected and threshold is not None and p >= threshold))
+    shown = [c for c in cells if not c.spot_check or c.near]
+    nearest = sorted((c for c in cells if c.spot_check and not c.near), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
     spot = random.Random(seed).sample(nearest, min(spot_checks, len(nearest)))
-    return flagged + sorted(spot, key=lambda c: (c.field_no, c.cell))
+    return shown + sorted(spot, key=lambda c: (c.field_no, c.cell))
 
 
 def read_decisions(folder: str | os.PathLike) -> dict[str, Decision]:
@@ -142,6 +151,11 @@ class Review:
         return sum(1 for c in self.cells if c.spot_check == spot_check
                    and (d := self.decisions.get(c.key)) is not None and d.decision == decision)
 
+    def _rejected(self, near: bool) -> int:
+        """Cells called Uninfected that a person says are parasitised: near the threshold, or spot checks."""
+        return sum(1 for c in self.cells if c.spot_check and c.near == near
+                   and (d := self.decisions.get(c.key)) is not None and d.decision == "reject")
+
     @property
     def decided(self) -> int:
         return sum(1 for c in self.cells if c.key in self.decisions)
@@ -166,13 +180,15 @@ class Review:
     def as_dict(self) -> dict:
         result = self.result
         flagged = sum(1 for c in self.cells if not c.spot_check)
+        near = sum(1 for c in self.cells if c.near)
         reviewers = sorted({d.reviewer for d in self.decisions.values()})
         lo, hi = result.interval if result else (None, None)
         return {
             "status": self.status, "cells_to_review": len(self.cells), "decided": self.decided,
             "flagged": flagged, "flagged_confirmed": self._decided(False, "confirm"),
-            "flagged_rejected": self._decided(False, "reject"), "spot_checks": len(self.cells) - flagged,
-            "spot_checks_parasitised": self._decided(True, "reject"),
+            "flagged_rejected": self._decided(False, "reject"), "near_threshold": near,
+            "near_threshold_parasitised": self._rejected(near=True), "spot_checks": len(self.cells) - flagged - near,
+            "spot_checks_parasitised": self._rejected(near=False),
             "reviewers": reviewers, "last_decision": max((d.at for d in self.decisions.values()), default=None),
             "parasitemia": result.fraction if result else None, "ci95": [lo, hi] if result else None,
             "confirmed_parasitised": self.parasites if result else None,

@@ -30,7 +30,7 @@ import os
 import secrets
 import shutil
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -122,7 +122,9 @@ class SlideRun:
     Cells are counted at the model's counting threshold, and the parasitemia
     corrected for its measured error rates there, when the model's sidecar
     has them; a threshold given by hand has no measured error rates, so its
-    count is reported raw.
+    count is reported raw. With the counting threshold comes the model's
+    review threshold, when it has one: the review shows every cell at or
+    above it, and corrects the reviewed count for the sensitivity there.
     """
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
@@ -135,6 +137,7 @@ class SlideRun:
         counting = model.counting if threshold is None else None
         self.threshold = counting.threshold if counting else (model.threshold if threshold is None else threshold)
         self.errors = counting.errors if counting else None
+        self.review = model.review if counting else None
         self.min_cells = min_cells
         self.results_path = self.out / f"cells.{fmt}"
         self.out.mkdir(parents=True, exist_ok=True, mode=SLIDE_MODE)
@@ -230,6 +233,7 @@ class SlideRun:
                               else "classical OpenCV segmentation",
             "results": self.results_path.name,
             "total": total.as_dict(),
+            "review_from": {"threshold": self.review.threshold, "corrected_for": asdict(self.review.errors)} if self.review else None,
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
                         "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
                         "warnings": list(c.warnings),
@@ -288,11 +292,20 @@ def total_from_summary(summary: dict) -> Parasitemia:
 
 
 def slide_review(folder: str | os.PathLike, summary: dict, rows: list[dict] | None = None) -> Review:
-    """The review of a slide so far: its cells to review and the decisions in its folder."""
+    """The review of a slide so far: its cells to review and the decisions in its folder.
+
+    With a review threshold (the summary's "review_from") every cell at or
+    above it is shown, and the reviewed count is corrected for the
+    sensitivity measured there; without one, the cells called Parasitized,
+    and the counting sensitivity.
+    """
     total = total_from_summary(summary)
     rows = slide_rows(folder, summary) if rows is None else rows
-    return Review(review_cells(rows, str(summary.get("id") or read_identity(folder)["id"])), read_decisions(folder),
-                  total.cells, total.errors, total.min_cells)
+    review_from = summary.get("review_from")
+    threshold = float(review_from["threshold"]) if review_from else None
+    errors = CountingErrors(**review_from["corrected_for"]) if review_from else total.errors
+    return Review(review_cells(rows, str(summary.get("id") or read_identity(folder)["id"]), threshold), read_decisions(folder),
+                  total.cells, errors, total.min_cells)
 
 
 def publish(folder: str | os.PathLike, summary: dict | None = None) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
@@ -47,6 +47,8 @@ FIELD_MIN_SIDE = 400
 #: A reviewed cell is shown with this much of its surroundings, this many pixels a side at least.
 CELL_CONTEXT = 0.6
 CELL_SHOWN = 192
+#: The frame round the cell under review in its crop: blue, unlike the red and green boxes of the calls.
+REVIEWED_FRAME = (30, 90, 230)
 #: Fields are sent at most this wide (a desktop screen; a phone scales them down).
 FIELD_SHOWN = 1280
 #: A wrong token costs the guesser this long (a 6-digit PIN then takes weeks to find).
@@ -315,14 +317,22 @@ def _field_jpeg(path: Path, _mtime_ns: int) -> bytes:
 
 @functools.lru_cache(maxsize=1024)
 def _cell_jpeg(path: Path, _mtime_ns: int, box: tuple[int, int, int, int]) -> bytes:
-    """The cell with its box (drawn outside it) and some of its neighbours, enlarged to judge a ring's chromatin."""
+    """The cell with its box (drawn outside it) and some of its neighbours, enlarged to judge a ring's chromatin.
+
+    A blue frame outside its box marks the cell being reviewed: a cell
+    called Uninfected has a green box like its neighbours'.
+    """
     img = _field(path)
     x, y, w, h = box
     side = max(w, h) * (1 + 2 * CELL_CONTEXT)
-    cx, cy = x + w / 2, y + h / 2
-    crop = img.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
-    if crop.width < CELL_SHOWN:
+    left, top = round(x + w / 2 - side / 2), round(y + h / 2 - side / 2)
+    crop = img.crop((left, top, left + round(side), top + round(side)))
+    scale = max(1.0, CELL_SHOWN / crop.width)
+    if scale > 1:
         crop = crop.resize((CELL_SHOWN, CELL_SHOWN), Image.Resampling.LANCZOS)
+    gap = 4 * scale
+    ImageDraw.Draw(crop).rectangle(((x - left) * scale - gap, (y - top) * scale - gap, (x + w - left) * scale + gap,
+                                    (y + h - top) * scale + gap), outline=REVIEWED_FRAME, width=max(2, round(scale)))
     return jpeg_bytes(crop, quality=92)
 
 

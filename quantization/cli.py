@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_app.extras import needs_train_extra
 from quantization.convert import VARIANTS
+from quantization.counting import REVIEW_FPR
 
 #: Chosen on the shipped model's validation patients: a `convert --float-layers K` for each K, then `benchmark --split val` (model card).
 DEFAULT_FLOAT_LAYERS = 16
@@ -191,30 +192,40 @@ def stain(model, data, sample, test_fold) -> None:
               help="Measure on this run of consecutive frames only (repeatable); default: every field.")
 @click.option("--max-fpr", default=0.01, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
               help="Highest share of detections that are not infected cells called Parasitized at the counting threshold.")
+@click.option("--review-fpr", default=REVIEW_FPR, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="Review threshold: highest share of those detections shown to the microscopist (with every cell counted).")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
-def counting_fields(model, data, detector, runs, max_fpr, threads) -> None:
-    """Choose MODEL's smear-counting threshold on real annotated fields, counted as `malaria-edge smear` counts them.
+def counting_fields(model, data, detector, runs, max_fpr, review_fpr, threads) -> None:
+    """Choose MODEL's smear-counting and review thresholds on real annotated fields, counted as `malaria-edge smear`
+    counts them.
 
-    Stores the threshold and the pipeline's error rates there, with the
+    Stores each threshold and the pipeline's error rates there, with the
     number of cells behind them, in MODEL's sidecar: `smear` and `capture`
-    correct the parasitemia for them, and their interval carries the rates'
-    uncertainty. For cross-validation, measure on two runs (--run) and score
-    the third with benchmarks/real_fields.py.
+    correct the parasitemia for the counting ones, and their interval
+    carries the rates' uncertainty; `serve` shows the microscopist every
+    cell at or above the review threshold and corrects the reviewed count
+    for the sensitivity there. For cross-validation, measure on two runs
+    (--run) and score the third with benchmarks/real_fields.py.
     """
     from edge_app.detect import CellDetector, default_detector_path
     from edge_app.model import ModelBundle
-    from quantization.counting import field_counting, write_counting
+    from quantization.counting import field_scores, write_field_counting
     from training.fields import load_annotations, runs_of
 
+    if review_fpr < max_fpr:
+        raise click.BadParameter(f"must be at least --max-fpr ({max_fpr}): a review shows every cell counted", param_hint="--review-fpr")
     grouped = runs_of(sorted(load_annotations(Path(data) / "annotations.json")))
     chosen = sorted(set(runs)) if runs else list(range(len(grouped)))
     names = [n for k in chosen for n in grouped[k]]
     finder = CellDetector(detector or default_detector_path(), threads=threads)
-    block = field_counting(ModelBundle(model, threads=threads), finder, data, names, max_fpr)
-    block = write_counting(model, {**block, "max_false_positive_rate": max_fpr, "detector_sha256": finder.meta["tflite_sha256"],
-                                   "measured_on": f"{len(names)} real fields (runs {', '.join(map(str, chosen))} of "
-                                                  f"{Path(data).resolve().name}), cells found by {finder.name}"})
-    click.echo(f"{model}: {_counting_text(block)}", err=True)
+    scores = field_scores(ModelBundle(model, threads=threads), finder, data, names)
+    counting, review = write_field_counting(model, [scores], max_fpr, review_fpr, {
+        "detector_sha256": finder.meta["tflite_sha256"],
+        "measured_on": f"{len(names)} real fields (runs {', '.join(map(str, chosen))} of {Path(data).resolve().name}), "
+                       f"cells found by {finder.name}"})
+    click.echo(f"{model}: {_counting_text(counting)}", err=True)
+    if review:
+        click.echo(f"{model}: review {_counting_text(review)}", err=True)
 
 
 def _counting_text(block: dict | None) -> str:

@@ -6,6 +6,15 @@ called infected is a large error. The threshold is chosen on the validation
 patients for a false-positive rate at most `max_fpr`, and the sensitivity and
 false-positive rate measured there go into the sidecar, where the app uses
 them to correct the parasitemia (edge_app.parasitemia).
+
+Measured on real fields, a second, lower threshold goes beside it (the
+sidecar's "review" block): the cells a microscopist is shown. Once a person
+has confirmed or rejected each, no false positive is left, and what remains
+to correct for is the sensitivity at that threshold. A low threshold's
+sensitivity is near 1 on every stain, while a high one's, and every
+threshold's false-positive rate, change from slide to slide: on real
+fields the reviewed parasitemia carries over to unseen stains where the
+automatic one does not (models/DETAILS.md, "The review threshold").
 """
 
 from __future__ import annotations
@@ -14,9 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.model import update_sidecar
+from edge_app.model import REVIEW_BLOCK, update_sidecar
 from edge_app.parasitemia import CountingErrors
 from quantization.score import bundle_probabilities
+
+#: The review threshold's default share: a reviewer is shown at most 5 % of the detections that are not infected cells
+#: (on the real fields, about 7-9 cells a field), for a sensitivity near its ceiling on every stain (models/DETAILS.md).
+REVIEW_FPR = 0.05
 
 
 def counting_threshold(y: np.ndarray, p: np.ndarray, max_fpr: float) -> dict[str, float]:
@@ -37,22 +50,39 @@ def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: floa
     A model no better than chance there (sensitivity not above the
     false-positive rate) gets no block, and None is returned: its smear
     counts stay raw rather than being "corrected" by meaningless rates.
+    A review threshold measured earlier on real fields goes with the old
+    counting block: the two are measured together, on the same cells.
     """
     p, _ = bundle_probabilities(tflite, x)
+    update_sidecar(tflite, REVIEW_BLOCK, None)
     return write_counting(tflite, {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr,
                                    "measured_on": measured_on})
 
 
-def field_counting(model, detector, data: str | Path, names: list[str], max_fpr: float) -> dict[str, float]:
-    """The counting threshold and error rates of the whole smear pipeline (detector, then classifier) on annotated fields.
+def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float, review_fpr: float,
+                         about: dict) -> tuple[dict | None, dict | None]:
+    """Choose and store the counting and review thresholds and the rates there, from the pipeline's scores on real fields.
 
-    The threshold is the lowest at which at most `max_fpr` of the detections
-    that are not infected cells are called Parasitized; the sensitivity is
-    the share of infected cells a Parasitized call finds there
-    (training.fields.counting_scores). Measure on fields whose cells the
-    classifier never saw.
+    `scores`: per run of fields, the P(Parasitized) of the detections that
+    are not infected cells and each infected cell's best P (`field_scores`,
+    training.fields.counting_scores), from fields whose cells the models
+    never saw. The counting threshold is the lowest at which at most
+    `max_fpr` of those detections are called Parasitized, the review
+    threshold the lowest for `review_fpr` (the share of them a reviewer is
+    shown). `about` (what they were measured on) goes into both blocks.
+    Returns the blocks written (None: not written, rates no better than
+    chance; no review without a counting block).
     """
-    return pooled_counting([field_scores(model, detector, data, names)], max_fpr)
+    if review_fpr < max_fpr:
+        raise ValueError(f"the review threshold must show at least the cells counted: review share {review_fpr} < {max_fpr}")
+    counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
+    review = None
+    if counting is not None:
+        review = write_counting(tflite, {**pooled_counting(scores, review_fpr), "max_false_positive_rate": review_fpr, **about},
+                                REVIEW_BLOCK)
+    else:
+        update_sidecar(tflite, REVIEW_BLOCK, None)
+    return counting, review
 
 
 def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float) -> dict[str, float]:
@@ -92,11 +122,12 @@ def field_scores(model, detector, data: str | Path, names: list[str]) -> tuple[n
     return np.concatenate(healthy), np.concatenate(infected)
 
 
-def write_counting(tflite: str | Path, block: dict) -> dict | None:
-    """Write a "counting" block into a bundle's sidecar (or remove it, returning None, for rates no better than chance)."""
+def write_counting(tflite: str | Path, block: dict, key: str = "counting") -> dict | None:
+    """Write a "counting" (or "review") block into a bundle's sidecar (or remove it, returning None, for rates no better
+    than chance)."""
     try:
         CountingErrors(block["sensitivity"], block["false_positive_rate"])
     except ValueError:
         block = None
-    update_sidecar(tflite, "counting", block)
+    update_sidecar(tflite, key, block)
     return block

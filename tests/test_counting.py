@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_app.model import ModelBundle, ModelError
-from quantization.counting import add_counting, counting_threshold, pooled_counting
+from quantization.counting import add_counting, counting_threshold, pooled_counting, write_field_counting
 
 
 def test_threshold_keeps_false_positives_within_the_limit():
@@ -56,6 +56,36 @@ def test_a_broken_counting_block_is_refused(model_copy):
         ModelBundle(model_copy)
 
 
+def test_field_counting_writes_a_lower_review_threshold_beside_the_counting_one(model_copy):
+    rng = np.random.default_rng(2)
+    runs = [(rng.beta(1, 6, 3000), rng.beta(6, 1.5, 40)), (rng.beta(1.5, 6, 3000), rng.beta(5, 2, 40))]
+    counting, review = write_field_counting(model_copy, runs, 0.01, 0.05, {"measured_on": "drawn scores"})
+    assert review["threshold"] < counting["threshold"] and review["sensitivity"] > counting["sensitivity"]
+    assert review["false_positive_rate"] <= 0.05 and review["max_false_positive_rate"] == 0.05 and review["runs"] == 2
+    bundle = ModelBundle(model_copy)
+    assert bundle.review.threshold == review["threshold"] and bundle.review.errors.sensitivity == review["sensitivity"]
+    assert bundle.review.errors.sensitivity_sd == review["sensitivity_sd"]
+    with pytest.raises(ValueError, match="review"):
+        write_field_counting(model_copy, runs, 0.05, 0.01, {})
+    # Counting measured afresh on NIH cells takes the real fields' review threshold away with the old counting block.
+    x = rng.integers(0, 256, (200, 16, 16, 3), dtype=np.uint8)
+    add_counting(model_copy, x, (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype(int), 0.02, "test cells")
+    assert ModelBundle(model_copy).review is None and "review" not in json.loads(model_copy.with_suffix(".json").read_text())
+
+
+def test_a_review_threshold_above_the_counting_one_is_refused(model_copy):
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = {"threshold": 0.6, "sensitivity": 0.8, "false_positive_rate": 0.01}
+    meta["review"] = {"threshold": 0.7, "sensitivity": 0.7, "false_positive_rate": 0.005}
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="review block .*above the counting one"):
+        ModelBundle(model_copy)
+    del meta["counting"]  # a review block alone (no counting threshold to review below) is not used
+    side.write_text(json.dumps(meta))
+    assert ModelBundle(model_copy).review is None
+
+
 def test_a_model_no_better_than_chance_gets_no_counting_block(model_copy):
     x = np.full((40, 16, 16, 3), 128, np.uint8)  # every cell alike: the model cannot tell them apart
     y = np.r_[np.zeros(20, int), np.ones(20, int)]
@@ -93,3 +123,23 @@ def test_counting_fields_measures_the_pipeline_on_annotated_fields(tiny_model, t
     assert block["infected_cells"] == 1 and block["healthy_cells"] == 3
     assert block["sensitivity"] == 1.0 and block["false_positive_rate"] == 0.0
     assert "1 real fields" in block["measured_on"] and block["detector_sha256"]
+    review = json.loads(model.with_suffix(".json").read_text())["review"]
+    assert review["threshold"] <= block["threshold"] and review["sensitivity"] == 1.0 and review["max_false_positive_rate"] == 0.05
+
+
+def test_the_reviewed_figure_counts_the_infected_cells_shown_and_corrects_for_the_ones_below_the_threshold():
+    from benchmarks.real_fields import CountedField, reviewed
+    from edge_app.model import Counting
+    from edge_app.parasitemia import CountingErrors
+    from training.fields import Box
+
+    boxes = [Box(100 * i, 0, 50, 50, "ring" if i < 4 else "red blood cell") for i in range(100)]
+    # Detections on every box: the four infected ones score 0.9, 0.5, 0.3 and 0.1; healthy ones 0.4 (ten) or 0.05.
+    p = np.array([0.9, 0.5, 0.3, 0.1] + [0.4] * 10 + [0.05] * 86)
+    counted = [CountedField("f", np.array([[b.x, b.y, b.w, b.h] for b in boxes]), p, 0.1)]
+    truth = 4 / 100
+    r = reviewed(counted, {"f": boxes}, Counting(0.3, CountingErrors(0.75, 0.1, 400, 10000)))
+    assert r["cells_shown"] == 13 and r["confirmed"] == 3  # shown: three infected cells and ten healthy ones at 0.4
+    assert r["infected_shown"] == 0.75
+    assert r["parasitemia"] == pytest.approx(3 / 100 / 0.75) == pytest.approx(truth)
+    assert r["abs_relative_error"] == pytest.approx(0.0, abs=1e-9) and r["truth_inside_ci"]

@@ -28,6 +28,8 @@ def test_benchmark_scores_the_shipped_pipeline_on_real_fields(tmp_path, capsys):
     oracle = report["classifier_alone"]["at"][ORACLE]  # set on these very healthy cells: at most 1 % called Parasitized
     assert oracle["healthy_called_parasitized"] <= 0.01 and 0 <= oracle["sensitivity"] <= 1
     assert 0 <= run["infected_unboxed"] <= run["infected"] and 0 <= run["called_parasitized_off_boxes"] <= run["detections"]
+    # the shipped model's review threshold is below its counting one, so the reviewer is shown every cell counted and more
+    assert run["reviewed"]["threshold"] < report["threshold"] and run["reviewed"]["cells_shown"] >= run["detections"] * 0.01
     assert "red cells: recall" in capsys.readouterr().out
 
 

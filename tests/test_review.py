@@ -194,3 +194,54 @@ def test_counting_a_slide_afresh_starts_its_review_afresh(tmp_path, tiny_model):
                                     str(tiny_model), "--segmenter", "classical", "--overwrite"])
     assert res.exit_code == 0
     assert read_decisions(out) == {} and read_summary(out)["review"]["status"] == "counted"
+
+
+def test_with_a_review_threshold_every_uninfected_call_above_it_is_shown_and_spot_checks_come_from_below():
+    rows = _rows()  # Parasitized at 0.9; Uninfected cell c of a field at c / 80
+    cells = review_cells(rows, seed="slide-1", threshold=0.4)
+    near = [c for c in cells if c.near]
+    assert len(near) == 3 * 8 and all(c.call == "Uninfected" and c.spot_check and c.probability >= 0.4 for c in near)
+    uninfected_above = [r for r in rows if r["label"] == "Uninfected" and r["probability"] >= 0.4]
+    assert len(near) == len(uninfected_above)  # every one of them, none sampled away
+    assert len([c for c in cells if not c.spot_check]) == 12
+    spot = [c for c in cells if c.spot_check and not c.near]
+    assert len(spot) == SPOT_CHECKS and all(c.probability < 0.4 for c in spot)
+    assert review_cells(rows, seed="slide-1", threshold=0.4) == cells
+    # Without a review threshold nothing is "near": the flagged cells and the spot checks, as before.
+    assert not any(c.near for c in review_cells(rows, seed="slide-1"))
+
+
+def test_a_rejected_uninfected_call_near_the_threshold_is_a_parasite_and_is_counted_apart():
+    cells = _cells(2, 0) + [ReviewCell(1, "g", i, (0, 0, 1, 1), "Uninfected", 0.45, True, near=True) for i in range(3)] \
+        + [ReviewCell(2, "h", 0, (0, 0, 1, 1), "Uninfected", 0.2, True)]
+    errors = CountingErrors(0.95, 0.05, infected_cells=150, healthy_cells=10000)
+    done = _review(cells, {"0:0": "confirm", "0:1": "reject", "1:0": "reject", "1:1": "confirm", "1:2": "reject",
+                           "2:0": "confirm"}, counted=500, errors=errors)
+    assert done.parasites == 3  # one Parasitized call confirmed, two near-threshold cells found parasitised
+    assert done.result.fraction == pytest.approx(3 / 500 / 0.95)  # corrected for what the review threshold misses only
+    d = done.as_dict()
+    assert (d["flagged"], d["near_threshold"], d["spot_checks"]) == (2, 3, 1)
+    assert (d["near_threshold_parasitised"], d["spot_checks_parasitised"]) == (2, 0)
+
+
+def test_a_slide_counted_with_a_review_threshold_shows_the_cells_above_it_and_corrects_for_its_sensitivity(tmp_path, model_copy):
+    from edge_app.slide import publish
+
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = {"threshold": 0.5, "sensitivity": 0.8, "false_positive_rate": 0.01}
+    meta["review"] = {"threshold": 0.0, "sensitivity": 0.96, "false_positive_rate": 0.2, "infected_cells": 100,
+                      "healthy_cells": 5000}
+    side.write_text(json.dumps(meta))
+    out = drawn_slide(tmp_path, model_copy)
+    summary = read_summary(out)
+    assert summary["review_from"]["threshold"] == 0.0 and summary["review_from"]["corrected_for"]["sensitivity"] == 0.96
+    review = slide_review(out, summary)
+    assert summary["review"]["flagged"] == 8 and summary["review"]["near_threshold"] == 40  # every cell shown at 0
+    assert summary["review"]["spot_checks"] == 0 and len(review.cells) == 48
+    for c in review.cells:
+        record_decision(out, c, "confirm", "Dr K")
+    summary = publish(out)
+    assert summary["review"]["status"] == "reviewed"
+    assert summary["review"]["parasitemia"] == pytest.approx(8 / 48 / 0.96)
+    assert summary["review"]["corrected_for_missed"]["sensitivity"] == 0.96

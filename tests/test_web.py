@@ -79,6 +79,24 @@ def test_the_slide_page_shows_counts_fields_and_the_review_grid(slide, tiny_mode
     assert r > b  # the first flagged cell is a red one
 
 
+def test_cells_near_the_threshold_are_shown_as_such(tmp_path, model_copy, no_network):
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = {"threshold": 0.5, "sensitivity": 0.8, "false_positive_rate": 0.01}
+    meta["review"] = {"threshold": 0.0, "sensitivity": 0.96, "false_positive_rate": 0.2}
+    side.write_text(json.dumps(meta))
+    out = drawn_slide(tmp_path, model_copy)
+    page = _client(model_copy).get(f"/slides/{read_summary(out)['id']}").get_data(as_text=True)
+    assert "8 flagged, 40 near the threshold, 0 spot checks" in page
+    assert len(_cells(page)) == 48 and page.count("Near the threshold: called Uninfected") == 40
+    # The cell under review is framed in blue, so it stands out from its neighbours' green boxes.
+    fno, cno = _cells(page)[-1].split(":")
+    crop = np.asarray(Image.open(io.BytesIO(_client(model_copy).get(f"/slides/{read_summary(out)['id']}/cells/{fno}/{cno}.jpg").data)))
+    frame = (crop[..., 2] > 180) & (crop[..., 0] < 70) & (crop[..., 1] > 78) & (crop[..., 1] < 105)  # not a blue cell's (60, 60, 200)
+    ys, xs = np.nonzero(frame)
+    assert frame.sum() > 200 and abs((xs.min() + xs.max()) / 2 - crop.shape[1] / 2) < 6  # round the centre cell
+
+
 def test_reviewing_every_cell_gives_the_reviewed_parasitemia_everywhere(slide, tiny_model, private_register, no_network):
     client = _client(tiny_model)
     sid = read_summary(slide)["id"]
