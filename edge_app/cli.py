@@ -343,6 +343,10 @@ def _finish_slide(run, register: str | None) -> None:
     if flagged:
         click.echo(f"warning: {len(flagged)} of {len(run.counts)} fields look unlike the training fields "
                    "(see checks.jsonl and the report): treat the count with caution", err=True)
+    review = summary.get("review") or {}
+    if review.get("cells_to_review"):
+        click.echo(f"review: {review['cells_to_review']} cells for a microscopist to confirm or reject in `malaria-edge serve`; "
+                   "on a stain unlike the training slides only the reviewed parasitemia is near the truth", err=True)
     click.echo(f"report: {run.out / 'report.html'}", err=True)
 
 

@@ -73,6 +73,7 @@ def test_smear_counts_a_slide_and_writes_its_folder(fields, tiny_model, tmp_path
     page = (tmp_path / "linked" / "report.html").read_text()
     assert linked.exit_code == 0 and "data:image/jpeg" not in page and 'href="annotated/0000-field0.png"' in page
     assert "field 3/3 field2.png" in res.output and "slide: parasitemia" in res.output
+    assert f"review: {summary['review']['cells_to_review']} cells for a microscopist" in res.output
     assert res.output.count(" left]") == 2 and "field 1/3" in res.output.split(" left]")[0]  # a time estimate while fields remain
 
 
