@@ -225,13 +225,13 @@ def counting_fields(model, data, detector, runs, max_fpr, review_fpr, threads) -
                        f"cells found by {finder.name}"})
     click.echo(f"{model}: {_counting_text(counting)}", err=True)
     if review:
-        click.echo(f"{model}: review {_counting_text(review)}", err=True)
+        click.echo(f"{model}: {_counting_text(review, 'review')}", err=True)
 
 
-def _counting_text(block: dict | None) -> str:
+def _counting_text(block: dict | None, name: str = "counting") -> str:
     if block is None:
         return "no usable counting threshold (sensitivity not above the false-positive rate): smear counts stay uncorrected"
-    return (f"counting threshold {block['threshold']:.4f}: sensitivity {block['sensitivity']:.4f}, "
+    return (f"{name} threshold {block['threshold']:.4f}: sensitivity {block['sensitivity']:.4f}, "
             f"false-positive rate {block['false_positive_rate']:.4f} ({block['infected_cells']} infected, "
             f"{block['healthy_cells']} healthy cells)")
 

@@ -11,10 +11,10 @@ Measured on real fields, a second, lower threshold goes beside it (the
 sidecar's "review" block): the cells a microscopist is shown. Once a person
 has confirmed or rejected each, no false positive is left, and what remains
 to correct for is the sensitivity at that threshold. A low threshold's
-sensitivity is near 1 on every stain, while a high one's, and every
-threshold's false-positive rate, change from slide to slide: on real
-fields the reviewed parasitemia carries over to unseen stains where the
-automatic one does not (models/DETAILS.md, "The review threshold").
+sensitivity changes far less from stain to stain than a high one's, and
+the false-positive rate, which changes most, is gone: on real fields the
+reviewed parasitemia carries over to unseen stains where the automatic one
+does not (models/DETAILS.md, "The review threshold").
 """
 
 from __future__ import annotations
