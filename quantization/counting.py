@@ -25,7 +25,6 @@ import numpy as np
 
 from edge_app.model import REVIEW_BLOCK, update_sidecar
 from edge_app.parasitemia import CountingErrors
-from quantization.score import bundle_probabilities
 
 #: The review threshold's default share: a reviewer is shown at most 5 % of the detections that are not infected cells
 #: (on the real fields, about 7-9 cells a field), for a sensitivity near its ceiling on every stain (models/DETAILS.md).
@@ -53,6 +52,8 @@ def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: floa
     A review threshold measured earlier on real fields goes with the old
     counting block: the two are measured together, on the same cells.
     """
+    from quantization.score import bundle_probabilities  # scikit-learn: not for the app-only install's `--help`
+
     p, _ = bundle_probabilities(tflite, x)
     update_sidecar(tflite, REVIEW_BLOCK, None)
     return write_counting(tflite, {**counting_threshold(y, p, max_fpr), "max_false_positive_rate": max_fpr,

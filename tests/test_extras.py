@@ -23,3 +23,14 @@ def test_with_the_extra_the_command_runs(monkeypatch):
     called = []
     extras.needs_train_extra("malaria-quantize", lambda: called.append(True))()
     assert called == [True]
+
+
+@pytest.mark.parametrize("module", ["training.cli", "quantization.cli"])
+def test_the_command_modules_import_without_the_train_extra(module):
+    """Their entry points say what to install only if importing the module itself needs none of the extra."""
+    import subprocess
+    import sys
+
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in extras.TRAIN_MODULES)
+    res = subprocess.run([sys.executable, "-c", f"import sys; {blocked}; import {module}"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
