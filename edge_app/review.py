@@ -147,14 +147,11 @@ class Review:
     errors: CountingErrors | None = None
     min_cells: int = 1
 
-    def _decided(self, spot_check: bool, decision: str) -> int:
-        return sum(1 for c in self.cells if c.spot_check == spot_check
+    def _decided(self, decision: str, spot_check: bool, near: bool | None = None) -> int:
+        """Cells given `decision` among the Parasitized calls (`spot_check` False) or the Uninfected ones (True), the
+        latter narrowed to those near the threshold or not when `near` is given."""
+        return sum(1 for c in self.cells if c.spot_check == spot_check and (near is None or c.near == near)
                    and (d := self.decisions.get(c.key)) is not None and d.decision == decision)
-
-    def _rejected(self, near: bool) -> int:
-        """Cells called Uninfected that a person says are parasitised: near the threshold, or spot checks."""
-        return sum(1 for c in self.cells if c.spot_check and c.near == near
-                   and (d := self.decisions.get(c.key)) is not None and d.decision == "reject")
 
     @property
     def decided(self) -> int:
@@ -168,7 +165,7 @@ class Review:
     @property
     def parasites(self) -> int:
         """Cells a person says are parasitised: flagged cells confirmed, spot-checked cells rejected."""
-        return self._decided(False, "confirm") + self._decided(True, "reject")
+        return self._decided("confirm", False) + self._decided("reject", True)
 
     @property
     def result(self) -> Parasitemia | None:
@@ -185,10 +182,10 @@ class Review:
         lo, hi = result.interval if result else (None, None)
         return {
             "status": self.status, "cells_to_review": len(self.cells), "decided": self.decided,
-            "flagged": flagged, "flagged_confirmed": self._decided(False, "confirm"),
-            "flagged_rejected": self._decided(False, "reject"), "near_threshold": near,
-            "near_threshold_parasitised": self._rejected(near=True), "spot_checks": len(self.cells) - flagged - near,
-            "spot_checks_parasitised": self._rejected(near=False),
+            "flagged": flagged, "flagged_confirmed": self._decided("confirm", False),
+            "flagged_rejected": self._decided("reject", False), "near_threshold": near,
+            "near_threshold_parasitised": self._decided("reject", True, near=True), "spot_checks": len(self.cells) - flagged - near,
+            "spot_checks_parasitised": self._decided("reject", True, near=False),
             "reviewers": reviewers, "last_decision": max((d.at for d in self.decisions.values()), default=None),
             "parasitemia": result.fraction if result else None, "ci95": [lo, hi] if result else None,
             "confirmed_parasitised": self.parasites if result else None,

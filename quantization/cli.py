@@ -209,11 +209,13 @@ def counting_fields(model, data, detector, runs, max_fpr, review_fpr, threads) -
     """
     from edge_app.detect import CellDetector, default_detector_path
     from edge_app.model import ModelBundle
-    from quantization.counting import field_scores, write_field_counting
+    from quantization.counting import check_review_share, field_scores, write_field_counting
     from training.fields import load_annotations, runs_of
 
-    if review_fpr < max_fpr:
-        raise click.BadParameter(f"must be at least --max-fpr ({max_fpr}): a review shows every cell counted", param_hint="--review-fpr")
+    try:
+        check_review_share(max_fpr, review_fpr)  # before the minutes of counting, not after
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--review-fpr") from None
     grouped = runs_of(sorted(load_annotations(Path(data) / "annotations.json")))
     chosen = sorted(set(runs)) if runs else list(range(len(grouped)))
     names = [n for k in chosen for n in grouped[k]]

@@ -74,8 +74,7 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     Returns the blocks written (None: not written, rates no better than
     chance; no review without a counting block).
     """
-    if review_fpr < max_fpr:
-        raise ValueError(f"the review threshold must show at least the cells counted: review share {review_fpr} < {max_fpr}")
+    check_review_share(max_fpr, review_fpr)
     counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
     review = None
     if counting is not None:
@@ -84,6 +83,12 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     else:
         update_sidecar(tflite, REVIEW_BLOCK, None)
     return counting, review
+
+
+def check_review_share(max_fpr: float, review_fpr: float) -> None:
+    """A review shows every cell counted, so its share of other detections cannot be below counting's (ValueError)."""
+    if review_fpr < max_fpr:
+        raise ValueError(f"the review must show at least the cells counted: review share {review_fpr} < counting share {max_fpr}")
 
 
 def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float) -> dict[str, float]:
