@@ -164,7 +164,7 @@ class Review:
 
     @property
     def parasites(self) -> int:
-        """Cells a person says are parasitised: flagged cells confirmed, spot-checked cells rejected."""
+        """Cells a person says are parasitised: Parasitized calls confirmed, Uninfected ones (near the threshold or spot checks) rejected."""
         return self._decided("confirm", False) + self._decided("reject", True)
 
     @property
