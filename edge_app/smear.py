@@ -28,6 +28,7 @@ from edge_app.detect import CellDetector
 from edge_app.model import ModelBundle
 from edge_app.preprocess import fit_square
 from edge_app.stain import match_stain
+from edge_app.white_cells import white_cells
 
 #: Cells smaller than this fraction of the field's median cell area are debris
 #: (platelets, stain precipitate); larger than MAX are clumps that could not be split.
@@ -194,16 +195,18 @@ def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | Non
 def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Cell]:
     """The red cells of a field: boxed by the learned detector when there is one, else segmented classically.
 
-    Cells under a scale bar or text overlay are left out (see `INK_LEVEL`).
+    Cells under a scale bar or text overlay (see `INK_LEVEL`) and white
+    cells (`edge_app.white_cells`) are left out.
     """
     if detector is None:
         cells = segment_cells(rgb)
     else:
         cells = cells_in_boxes(rgb, [(d.x, d.y, d.width, d.height) for d in detector.detect(rgb)])
     ink = rgb.max(axis=2) < INK_LEVEL
-    if not ink.any():
-        return cells
-    return [c for c in cells if ink[c.y:c.y + c.height, c.x:c.x + c.width].mean() < INK_SHARE]
+    if ink.any():
+        cells = [c for c in cells if ink[c.y:c.y + c.height, c.x:c.x + c.width].mean() < INK_SHARE]
+    white = white_cells(rgb, [(c.x, c.y, c.width, c.height) for c in cells])
+    return [c for c, w in zip(cells, white) if not w]
 
 
 def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None,

@@ -4,9 +4,8 @@
 
 Counts the first 6 real fields of ../shared (drawn fields without it) into a
 slide with the shipped models, starts `serve`, records a few decisions as a
-reviewer would (three flagged cells confirmed; the fourth, a white cell's
-nucleus in these fields, rejected) and photographs the
-pages in Debian's headless Chromium.
+reviewer would (three flagged cells confirmed, the fourth rejected) and
+photographs the pages in Debian's headless Chromium.
 """
 
 from __future__ import annotations

@@ -1,0 +1,94 @@
+"""White cells on generated fields: found among the boxes, and never counted as red cells."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.synthetic_fields import compose_field, drawn_cell
+from edge_app.detect import CellDetector, default_detector_path
+from edge_app.smear import find_cells, segment_cells
+from edge_app.white_cells import nucleus_shares, white_cells
+
+#: drawn_cell's pink; a white cell's nucleus and cytoplasm in proportion to it as measured on the IML fields
+#: (nucleus pixels at 0.75 / 0.17 / 0.77 of the red cells' median colour, channel by channel; pale grey cytoplasm).
+PINK = np.array([205, 150, 165])
+NUCLEUS = tuple(int(v) for v in PINK * (0.75, 0.17, 0.77))
+CYTOPLASM = (214, 196, 212)
+
+
+def white_cell(kind: str, seed: int = 0) -> np.ndarray:
+    """A white cell on black: a lymphocyte (a round nucleus filling most of it) or a neutrophil (three touching lobes)."""
+    size = 116 if kind == "neutrophil" else 96
+    img = np.zeros((size, size, 3), np.uint8)
+    c = size // 2
+    cv2.circle(img, (c, c), size // 2 - 4, CYTOPLASM, -1)
+    nucleus = np.zeros((size, size), np.uint8)
+    if kind == "neutrophil":
+        for x, y in ((c - 18, c - 8), (c, c + 12), (c + 18, c - 6)):
+            cv2.circle(nucleus, (x, y), 19, 255, -1)
+    else:
+        cv2.circle(nucleus, (c + 4, c), int(size * 0.38), 255, -1)
+    img[nucleus > 0] = NUCLEUS
+    noise = np.random.default_rng(seed).normal(0, 4, img.shape) * (img.max(axis=2, keepdims=True) > 0)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def _field(kind: str, seed: int, shape: tuple[int, int] = (600, 800)):
+    """Red cells, every tenth infected, round one white cell; returns the field, the white cell's and the red cells' places."""
+    rng = np.random.default_rng(seed)
+    field, placed = compose_field([(white_cell(kind, seed), "white")] + [(drawn_cell(rng, i % 10 == 0), "red") for i in range(60)],
+                                  shape, rng)
+    white = [p for p in placed if p.label == "white"]
+    assert len(white) == 1
+    return field, white[0], [p for p in placed if p.label == "red"]
+
+
+def _on(box, place) -> bool:
+    x, y, w, h = box
+    return place.x <= x + w / 2 <= place.x + place.width and place.y <= y + h / 2 <= place.y + place.height
+
+
+def _boxes(cells):
+    return [(c.x, c.y, c.width, c.height) for c in cells]
+
+
+@pytest.mark.parametrize("kind", ["lymphocyte", "neutrophil"])
+def test_the_white_cells_box_is_told_from_red_and_infected_ones(kind):
+    field, white, red = _field(kind, seed=1)
+    boxes = [(p.x, p.y, p.width, p.height) for p in [white] + red]
+    flags = white_cells(field, boxes)
+    assert flags[0] and not flags[1:].any()  # the infected red cells, with their purple dots, stay red cells
+
+
+def test_a_field_of_few_boxes_flags_nothing_rather_than_guess():
+    field, white, _ = _field("lymphocyte", seed=2)
+    assert nucleus_shares(field, [(white.x, white.y, white.width, white.height)]).tolist() == [0.0]
+    assert white_cells(field, []).shape == (0,)
+
+
+@pytest.mark.parametrize("kind", ["lymphocyte", "neutrophil"])
+@pytest.mark.parametrize("with_detector", [False, True])
+def test_a_white_cell_is_not_counted(kind, with_detector, tiny_detector):
+    """The tiny detector boxes dark blobs and the classical segmentation stained ones: each finds the white cell, and only it goes.
+
+    The tiny detector's boxes are 64 px in fields up to 256x384 (larger ones
+    are shrunk to its input), about the size of a nucleus, as the real
+    detector boxes them.
+    """
+    field, white, _ = _field(kind, seed=3, shape=(256, 384) if with_detector else (600, 800))
+    detector = CellDetector(tiny_detector) if with_detector else None
+    before = [(d.x, d.y, d.width, d.height) for d in detector.detect(field)] if detector else _boxes(segment_cells(field))
+    on_white = [b for b in before if _on(b, white)]
+    assert on_white  # without the rule it would be counted
+    assert sorted(_boxes(find_cells(field, detector))) == sorted(b for b in before if b not in on_white)
+
+
+def test_the_shipped_detector_boxes_a_lymphocyte_and_the_app_leaves_it_out():
+    field, white, red = _field("lymphocyte", seed=0)
+    detector = CellDetector(default_detector_path())
+    assert any(_on((d.x, d.y, d.width, d.height), white) for d in detector.detect(field))
+    found = _boxes(find_cells(field, detector))
+    assert not any(_on(b, white) for b in found)
+    assert sum(any(_on(b, p) for b in found) for p in red) >= 0.95 * len(red)
