@@ -321,12 +321,14 @@ def _plural(n: int, noun: str) -> str:
 
 def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> str:
     """One field's line, with the slide so far, a time estimate while fields remain, and the field's warnings below."""
+    from edge_app.report import white_cells_text
+
     where = f"field {i}/{n}"
     if count.error:
         line = f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
     else:
-        line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized; "
-                f"slide so far {running.percent_text()}")
+        line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized"
+                f"{white_cells_text(count.white_cells)}; slide so far {running.percent_text()}")
     if i < n and seconds_left > 0:
         line += f" [about {duration_text(seconds_left)} left]"
     return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])

@@ -21,9 +21,11 @@ from PIL import Image, ImageDraw
 
 from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
-from edge_app.smear import CellResult
+from edge_app.smear import Cell, CellResult
 
 COLOURS = {LABELS[1]: (220, 20, 60), LABELS[0]: (0, 150, 70)}
+#: White cells are boxed too, in a colour of their own, so a reviewer sees what was left out of the count.
+WHITE_CELL_COLOUR = (255, 140, 0)
 THUMBNAILS_SHOWN = 200
 #: Annotated fields are embedded at most this wide: enough to see a box round each cell on a phone.
 EMBED_WIDTH = 1024
@@ -35,16 +37,21 @@ def save_png(img: Image.Image, path: Path) -> None:
     img.save(path, "PNG", compress_level=1)
 
 
-def annotate(rgb: np.ndarray, results: Sequence[CellResult]) -> Image.Image:
-    """The field with a box round every counted cell: red for Parasitized, green for Uninfected."""
+def annotate(rgb: np.ndarray, results: Sequence[CellResult], white: Sequence[Cell]) -> Image.Image:
+    """The field with a box round every counted cell, red for Parasitized and green for Uninfected, and an orange one
+    round every white cell left out of the count."""
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
     width = max(1, min(img.size) // 400)
-    for r in results:
-        c = r.cell
+    for c, colour in [(r.cell, COLOURS[r.label]) for r in results] + [(c, WHITE_CELL_COLOUR) for c in white]:
         draw.rectangle((c.x - width, c.y - width, c.x + c.width + width - 1, c.y + c.height + width - 1),
-                       outline=COLOURS[r.label], width=width)
+                       outline=colour, width=width)
     return img
+
+
+def white_cells_text(n: int | None) -> str:
+    """How a field's white cells are mentioned beside its count: not at all when there are none."""
+    return f"; {n} white cell{'' if n == 1 else 's'} left out" if n else ""
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,8 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
     for f in summary["fields"]:
         if not f.get("annotated"):
             continue
-        label = f'{e(Path(f["field"]).name)}: {f["parasitized"]:,} of {f["cells"]:,} cells called Parasitized'
+        label = (f'{e(Path(f["field"]).name)}: {f["parasitized"]:,} of {f["cells"]:,} cells called Parasitized'
+                 f'{white_cells_text(f.get("white_cells"))}')
         if embed:
             images.append(f'<details><summary>{label}</summary><img class="field" src="{_field_jpeg(folder / f["annotated"])}" '
                           f'alt="{label}"></details>')
@@ -193,7 +201,7 @@ Model {e(summary["model"])}, cells called Parasitized at P &ge; {summary["thresh
 {"".join(rows)}
 </table></div>
 <h2>Annotated fields</h2>
-<p>Red boxes: cells called Parasitized; green: Uninfected.</p>
+<p>Red boxes: cells called Parasitized; green: Uninfected; orange: white cells, left out of the count.</p>
 {"".join(images)}
 <h2>Cells called Parasitized ({len(thumbnails)})</h2>
 <div class="thumbs">{thumbs}</div>{more}

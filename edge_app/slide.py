@@ -45,7 +45,7 @@ from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
 from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, read_rows, write_atomic
 from edge_app.review import REVIEW_FILE, Review, cell_key, numbered_cells, read_decisions, review_cells
-from edge_app.smear import CellResult, classify_cells, find_cells
+from edge_app.smear import Cell, CellResult, classify_cells, find_field_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
 SLIDE_FILE = "slide.json"
@@ -79,7 +79,7 @@ class CellRow:
     box: tuple[int, int, int, int] | None = None
     label: str | None = None
     probability: float | None = None
-    status: str = "ok"  # "ok" (a cell), "empty" (a field with no cells), "error" (an unreadable field)
+    status: str = "ok"  # "ok" (a red cell), "white_cell" (left out of the count), "empty" (no cells), "error" (unreadable)
     error: str = ""
 
     def as_dict(self) -> dict:
@@ -96,6 +96,7 @@ class FieldCount:
     parasitized: int
     error: str = ""
     warnings: tuple[str, ...] = ()
+    white_cells: int = 0
 
 
 def count_fields(rows: list[dict]) -> list[FieldCount]:
@@ -107,7 +108,8 @@ def count_fields(rows: list[dict]) -> list[FieldCount]:
     for name, rs in fields.items():
         cells = [r for r in rs if r["status"] == "ok"]
         error = next((r["error"] for r in rs if r["status"] == "error"), "") or ""
-        counts.append(FieldCount(name, len(cells), sum(r["label"] == LABELS[1] for r in cells), error))
+        counts.append(FieldCount(name, len(cells), sum(r["label"] == LABELS[1] for r in cells), error,
+                                 white_cells=sum(r["status"] == "white_cell" for r in rs)))
     return counts
 
 
@@ -192,21 +194,22 @@ class SlideRun:
         return f"{index:04d}-{Path(field).stem}"
 
     def add_field(self, field: str, rgb: np.ndarray) -> FieldCount:
-        cells = find_cells(rgb, self.detector)
-        results = classify_cells(self.model, cells, self.threshold)
-        stats, warned = check_field(rgb, cells, self.detector)
+        found = find_field_cells(rgb, self.detector)
+        results = classify_cells(self.model, found.red, self.threshold)
+        stats, warned = check_field(rgb, found.red, self.detector)
         name = self.image_name(len(self.counts), field)
         for i, r in enumerate(results):
             if r.label == LABELS[1]:
                 save_png(Image.fromarray(r.cell.crop), self.out / "parasitized" / f"{name}-cell{i:04d}.png")
-        save_png(annotate(rgb, results), self.out / "annotated" / f"{name}.png")
-        self.writer.write(_rows(field, results))
+        save_png(annotate(rgb, results, found.white), self.out / "annotated" / f"{name}.png")
+        self.writer.write(_rows(field, results, found.white))
         self.writer.sync()  # a field is a minute of the worker's time: make it durable now
         with open(self.checks_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"field": field, "stats": stats.as_dict() if stats else None, "warnings": list(warned)}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results), warnings=tuple(warned)))
+        return self._counted(FieldCount(field, len(results), sum(r.label == LABELS[1] for r in results), warnings=tuple(warned),
+                                        white_cells=len(found.white)))
 
     def add_error(self, field: str, message: str) -> FieldCount:
         self.writer.write([CellRow(field, status="error", error=message)])
@@ -233,10 +236,11 @@ class SlideRun:
                               else "classical OpenCV segmentation",
             "results": self.results_path.name,
             "total": total.as_dict(),
+            "white_cells": sum(c.white_cells for c in self.counts),
             "review_from": {"threshold": self.review.threshold, "corrected_for": asdict(self.review.errors)} if self.review else None,
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
                         "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
-                        "warnings": list(c.warnings),
+                        "warnings": list(c.warnings), "white_cells": c.white_cells,
                         "annotated": str(a) if (self.out / a).exists() else None}
                        for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
             "embed": self.embed,
@@ -354,8 +358,8 @@ def read_checks(path: Path) -> dict[str, tuple[str, ...]]:
     return checks
 
 
-def _rows(field: str, results: list[CellResult]) -> list[CellRow]:
-    if not results:
+def _rows(field: str, results: list[CellResult], white: list[Cell]) -> list[CellRow]:
+    if not results and not white:
         return [CellRow(field, status="empty")]
     return [CellRow(field, i, (r.cell.x, r.cell.y, r.cell.width, r.cell.height), r.label, r.probability)
-            for i, r in enumerate(results)]
+            for i, r in enumerate(results)] + [CellRow(field, box=(c.x, c.y, c.width, c.height), status="white_cell") for c in white]

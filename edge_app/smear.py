@@ -1,8 +1,9 @@
 """Find the red cells in a thin-smear field image and classify each one.
 
-`find_cells` boxes the cells with the learned detector (edge_app.detect) and
-cuts each out of its box (`cells_in_boxes`), or, without a detector, uses the
-classical segmentation below; cells under a scale bar or text are dropped.
+`find_field_cells` boxes the cells with the learned detector (edge_app.detect)
+and cuts each out of its box (`cells_in_boxes`), or, without a detector, uses
+the classical segmentation below; cells under a scale bar or text are
+dropped, and white cells (edge_app.white_cells) set apart from the red ones.
 
 Classical segmentation (OpenCV): stained cells absorb green light, so after
 evening out the lighting an Otsu threshold on the green channel separates
@@ -192,11 +193,20 @@ def classify_cells(model: ModelBundle, cells: list[Cell], threshold: float | Non
     return results
 
 
-def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Cell]:
-    """The red cells of a field: boxed by the learned detector when there is one, else segmented classically.
+@dataclass(frozen=True)
+class FieldCells:
+    """What a field's boxes hold: its red cells, to count, and the white cells found among them, left out."""
 
-    Cells under a scale bar or text overlay (see `INK_LEVEL`) and white
-    cells (`edge_app.white_cells`) are left out.
+    red: list[Cell]
+    white: list[Cell]
+
+
+def find_field_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> FieldCells:
+    """A field's cells: boxed by the learned detector when there is one, else segmented classically.
+
+    Cells under a scale bar or text overlay (see `INK_LEVEL`) are dropped;
+    white cells (`edge_app.white_cells`) are set apart, so that a slide can
+    show the microscopist what was left out of the count.
     """
     if detector is None:
         cells = segment_cells(rgb)
@@ -206,7 +216,12 @@ def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Ce
     if ink.any():
         cells = [c for c in cells if ink[c.y:c.y + c.height, c.x:c.x + c.width].mean() < INK_SHARE]
     white = white_cells(rgb, [(c.x, c.y, c.width, c.height) for c in cells])
-    return [c for c, w in zip(cells, white) if not w]
+    return FieldCells([c for c, w in zip(cells, white) if not w], [c for c, w in zip(cells, white) if w])
+
+
+def find_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> list[Cell]:
+    """The red cells of a field, the ones counted (`find_field_cells` without its white cells)."""
+    return find_field_cells(rgb, detector).red
 
 
 def analyse_field(model: ModelBundle, rgb: np.ndarray, threshold: float | None = None,

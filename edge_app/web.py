@@ -38,7 +38,7 @@ from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
 from edge_app.preprocess import ImageError, fit_square, load_rgb
 from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, iso_date, list_slides
-from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text
+from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text, white_cells_text
 from edge_app.review import DECISIONS, record_decision
 from edge_app.slide import SlideRun, cell_boxes, publish, read_summary, slide_review, total_from_summary
 
@@ -139,7 +139,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     @app.context_processor
     def page_globals() -> dict:
         return {"reviewer": current_reviewer(), "percent": pct, "review_text": review_text, "decided_words": DECIDED,
-                "field_min_side": FIELD_MIN_SIDE}
+                "field_min_side": FIELD_MIN_SIDE, "white_cells_text": white_cells_text}
 
     def current_reviewer() -> str | None:
         return session.get("reviewer") or reviewer
@@ -363,7 +363,7 @@ class _Models:
 
     def classify_upload(self, name: str, data: bytes, kind: str) -> dict:
         """One uploaded image's calls: a cell's label, or a field's cells boxed and counted. Never raises on bad input."""
-        from edge_app.smear import classify_cells, find_cells
+        from edge_app.smear import classify_cells, find_field_cells
 
         base = {"name": Path(name).name[:120]}
         try:
@@ -378,11 +378,12 @@ class _Models:
                 return {**base, "kind": "cell", "label": LABELS[1] if p >= bundle.threshold else LABELS[0],
                         "probability": p, "image": _data_uri(Image.fromarray(rgb), 160)}
             counting = bundle.counting
-            results = classify_cells(bundle, find_cells(rgb, finder), counting.threshold if counting else None)
+            found = find_field_cells(rgb, finder)
+            results = classify_cells(bundle, found.red, counting.threshold if counting else None)
         parasitized = sum(r.label == LABELS[1] for r in results)
         total = Parasitemia(len(results), parasitized, min_cells=1, errors=counting.errors if counting else None)
-        return {**base, "kind": "field", "cells": len(results), "parasitized": parasitized,
-                "text": total.percent_text(), "image": _data_uri(annotate(rgb, results), 1024)}
+        return {**base, "kind": "field", "cells": len(results), "parasitized": parasitized, "white_cells": len(found.white),
+                "text": total.percent_text(), "image": _data_uri(annotate(rgb, results, found.white), 1024)}
 
 
 def _data_uri(img: Image.Image, width: int) -> str:

@@ -92,3 +92,49 @@ def test_the_shipped_detector_boxes_a_lymphocyte_and_the_app_leaves_it_out():
     found = _boxes(find_cells(field, detector))
     assert not any(_on(b, white) for b in found)
     assert sum(any(_on(b, p) for b in found) for p in red) >= 0.95 * len(red)
+
+
+def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_model):
+    """The count leaves the white cell out; the results, summary, annotated field, report, terminal and web page say so."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from edge_app.cli import main
+    from edge_app.report import WHITE_CELL_COLOUR
+    from edge_app.results import read_rows
+    from edge_app.slide import CELL_FIELDS, read_summary
+    from edge_app.web import create_app
+
+    field, white, red = _field("lymphocyte", seed=3)
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    Image.fromarray(field).save(folder / "f.png")
+    out = tmp_path / "slide"
+    res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(tiny_model), "--segmenter", "classical"])
+    assert res.exit_code == 0, res.output
+    assert "1 white cell left out" in res.output
+
+    rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
+    left_out = [r for r in rows if r["status"] == "white_cell"]
+    counted = [r for r in rows if r["status"] == "ok"]
+    assert len(left_out) == 1 and _on(tuple(int(left_out[0][k]) for k in ("x", "y", "width", "height")), white)
+    assert not any(_on(tuple(int(r[k]) for k in ("x", "y", "width", "height")), white) for r in counted)
+    summary = read_summary(out)
+    assert summary["white_cells"] == 1 and summary["fields"][0]["white_cells"] == 1
+    assert summary["total"]["cells"] == len(counted) >= 0.95 * len(red)
+
+    annotated = np.asarray(Image.open(out / summary["fields"][0]["annotated"]).convert("RGB"))
+    x, y, w, h = (int(left_out[0][k]) for k in ("x", "y", "width", "height"))
+    assert (annotated[y - 1, x:x + w] == WHITE_CELL_COLOUR).all(axis=1).mean() > 0.9  # its top edge is orange
+    report = (out / "report.html").read_text()
+    assert "1 white cell left out" in report and "orange: white cells, left out of the count" in report
+
+    # Resumed, the counts come back from the results file with the white cell still apart.
+    res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(tiny_model), "--segmenter", "classical",
+                                    "--resume"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["white_cells"] == 1
+    page = create_app(model=str(tiny_model)).test_client().get(f"/slides/{summary['id']}").get_data(as_text=True)
+    assert "1 white cell left out" in page
