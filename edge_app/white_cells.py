@@ -3,9 +3,9 @@
 A detector or segmentation trained on red cells still boxes a white cell's
 nucleus now and then (it is round, cell-sized and stained), and the
 classifier, which has only ever seen red cells, then often calls it
-Parasitized: on the 105 IML fields, 22 of 34 white-cell nuclei got a box
-from the detectors that had not seen their run, and 12 were called
-Parasitized. A nucleus is easy to tell from a red cell by its stain:
+Parasitized: on the 105 IML fields, of 34 dark blobs outside every
+annotated box (about 30 of them white-cell nuclei), 22 got a box from the
+detectors that had not seen their run, and 12 were called Parasitized. A nucleus is easy to tell from a red cell by its stain:
 Giemsa's azure on chromatin makes it far darker and bluer than the field's
 own red cells (on those fields its middle is about 0.66 of a red cell's
 brightness and shifted 0.28 towards blue, where red cells vary by a few
