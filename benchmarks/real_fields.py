@@ -24,10 +24,11 @@ Protocol (training.fields, the one definition of it):
   when a cell in it is called Parasitized.
 - Reviewed (when the model has a review threshold): the slide's parasitemia
   after a microscopist who is always right has looked at every cell at or
-  above the review threshold, as `malaria-edge serve` shows them: the
-  infected boxes such a cell overlaps (IoU >= 0.3) are the confirmed
-  parasites, over every detection, corrected for the sensitivity at that
-  threshold (edge_app.review). The spot checks below it are left out.
+  above the review threshold and every white cell set apart, as
+  `malaria-edge serve` shows them: the infected boxes such a cell overlaps
+  (IoU >= 0.3) are the confirmed parasites, over every detection and the
+  white cells put back as parasitised, corrected for the sensitivity at
+  that threshold (edge_app.review). The spot checks below it are left out.
 - The classifier alone: every annotated cell cut out of its box the way the
   app cuts out a detected cell (edge_app.smear.cells_in_boxes), so that
   segmentation cannot be blamed; ROC AUC, and at each threshold the share
@@ -49,7 +50,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ from edge_app.field_check import STAIN_WARNING, check_field  # noqa: E402
 from edge_app.model import Counting, ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
-from edge_app.smear import cells_in_boxes, classify_cells, find_cells  # noqa: E402
+from edge_app.smear import cells_in_boxes, classify_cells, find_field_cells  # noqa: E402
 from quantization.counting import counting_threshold  # noqa: E402
 from training.fields import DIFFICULT, INFECTED, FieldScore, load_annotations, pooled, runs_of, score_field  # noqa: E402
 
@@ -78,6 +79,7 @@ class CountedField:
     probabilities: np.ndarray
     seconds: float
     warnings: tuple[str, ...] = ()
+    white: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # boxes set apart as white cells
 
 
 def count_fields(model: ModelBundle, detector: CellDetector | None, data: Path, names: list[str]) -> list[CountedField]:
@@ -86,12 +88,13 @@ def count_fields(model: ModelBundle, detector: CellDetector | None, data: Path, 
     for name in names:
         rgb = load_rgb(data / "images" / name)
         start = time.perf_counter()
-        cells = find_cells(rgb, detector)
-        results = classify_cells(model, cells, 0.5)
+        found = find_field_cells(rgb, detector)
+        results = classify_cells(model, found.red, 0.5)
         seconds = time.perf_counter() - start
         boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
-        warned = tuple(check_field(rgb, cells, detector)[1])
-        counted.append(CountedField(name, boxes, np.array([r.probability for r in results]), seconds, warned))
+        white = np.array([[c.x, c.y, c.width, c.height] for c in found.white]).reshape(-1, 4)
+        warned = tuple(check_field(rgb, found.red, detector)[1])
+        counted.append(CountedField(name, boxes, np.array([r.probability for r in results]), seconds, warned, white))
     return counted
 
 
@@ -136,12 +139,18 @@ def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotatio
 
 
 def reviewed(counted: list[CountedField], annotations: dict, review: Counting) -> dict:
-    """The fields as one slide once every cell at or above the review threshold was shown to a reviewer who is always right."""
-    p = pooled(score_counted(counted, annotations, review.threshold))
-    slide = Parasitemia(p.detections, p.infected_found, min_cells=0, errors=review.errors.after_review())
+    """The fields as one slide once every cell at or above the review threshold, and every white cell set apart, was
+    shown to a reviewer who is always right: an infected box found only by a white cell's box is one the reviewer
+    puts back into the count (edge_app.review)."""
+    red = pooled(score_counted(counted, annotations, review.threshold))
+    p = pooled([score_field(annotations[c.name], np.vstack([c.boxes, c.white]),
+                            np.r_[c.probabilities >= review.threshold, np.ones(len(c.white), bool)]) for c in counted])
+    put_back = p.infected_found - red.infected_found
+    slide = Parasitemia(red.detections + put_back, p.infected_found, min_cells=0, errors=review.errors.after_review())
     lo, hi = slide.interval
     return {"threshold": review.threshold, "cells_shown": p.called_parasitized,
             "cells_shown_per_field": p.called_parasitized / len(counted) if counted else None,
+            "white_cells_shown": sum(len(c.white) for c in counted), "white_cells_parasitised": put_back,
             "confirmed": p.infected_found, "infected_shown": p.infected_found / p.infected if p.infected else None,
             "parasitemia": slide.fraction, "ci95": [lo, hi],
             "abs_relative_error": abs(slide.fraction - p.true_parasitemia) / p.true_parasitemia if p.true_parasitemia else None,
@@ -195,8 +204,9 @@ def print_summary(title: str, s: dict) -> None:
           f"  fields the field check warned about: {s['fields_warned']} of {s['fields']} ({s['stain_warned']} for their stain colour)")
     if s.get("reviewed"):
         r = s["reviewed"]
-        print(f"  reviewed (every cell at P >= {r['threshold']:.3f} shown, {r['cells_shown_per_field']:.1f} a field, "
-              f"{_pct(r['infected_shown'])} of the infected cells among them): "
+        print(f"  reviewed (every cell at P >= {r['threshold']:.3f} and every white cell shown, {r['cells_shown_per_field']:.1f} "
+              f"a field, {_pct(r['infected_shown'])} of the infected cells among them, {r['white_cells_parasitised']} of "
+              f"{r['white_cells_shown']} white cells put back as parasitised): "
               f"{_pct(r['parasitemia'])} (95 % CI {_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}); truth inside: "
               f"{r['truth_inside_ci']}; error {_pct(r['abs_relative_error'])}")
 

@@ -13,7 +13,8 @@ rates its parasitemia is corrected for, are then chosen on the other two
 runs as their own folds counted them (out-of-fold: every cell there was
 counted by models that never saw it), for at most `--max-fpr` of the
 detections that are not infected cells called Parasitized
-(quantization.counting); so is its review threshold, for `--review-fpr`.
+(quantization.counting); so is its review threshold, for `--review-fpr`
+(the white cells set apart, which the review shows, counted as shown).
 Run K is scored as benchmarks/real_fields.py scores it (same protocol,
 the reviewed parasitemia included), and its count is also corrected with
 its own error rates at that threshold: an oracle, what perfectly
@@ -40,7 +41,7 @@ from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import Counting, ModelBundle, counting_errors, default_model_path  # noqa: E402
 from edge_app.parasitemia import CountingErrors  # noqa: E402
 from quantization.counting import REVIEW_FPR, pooled_counting, write_field_counting  # noqa: E402
-from training.fields import counting_scores, load_annotations, runs_of  # noqa: E402
+from training.fields import counting_scores, load_annotations, review_scores, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
 
@@ -64,22 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     annotations = load_annotations(data / "annotations.json")
     runs = runs_of(sorted(annotations))
-    counted, scores_for_counting, models = {}, {}, {}
+    counted, scores_for_counting, scores_for_review, models = {}, {}, {}, {}
     for k, held_out in enumerate(runs):
         path = next((Path(args.models) / f"run{k}").glob("*.tflite")) if args.models else Path(args.model or default_model_path())
         model = ModelBundle(path, threads=args.threads)
         detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
         counted[k] = count_fields(model, detector, data, held_out)
-        per_field = [counting_scores(annotations[c.name], c.boxes, c.probabilities) for c in counted[k]]
-        scores_for_counting[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
+        for scores, of_field in ((scores_for_counting, lambda c: counting_scores(annotations[c.name], c.boxes, c.probabilities)),
+                                 (scores_for_review, lambda c: review_scores(annotations[c.name], c.boxes, c.probabilities, c.white))):
+            per_field = [of_field(c) for c in counted[k]]
+            scores[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
         models[k] = model
         print(f"run {k}: counted {len(held_out)} fields with {path} and {detector.path}", file=sys.stderr)
 
     report = {"protocol": "each run counted by models trained without it; its counting threshold and rates from the other "
                           "runs' out-of-fold counts", "max_fpr": args.max_fpr, "review_fpr": args.review_fpr, "folds": {}}
     for k, held_out in enumerate(runs):
-        others = [scores_for_counting[j] for j in scores_for_counting if j != k]
-        block, review_block = pooled_counting(others, args.max_fpr), pooled_counting(others, args.review_fpr)
+        block = pooled_counting([scores_for_counting[j] for j in scores_for_counting if j != k], args.max_fpr)
+        review_block = pooled_counting([scores_for_review[j] for j in scores_for_review if j != k], args.review_fpr)
         errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
         fold = summarise(score_counted(counted[k], annotations, block["threshold"]), counted[k], errors)
         fold["counting"] = block
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         counting, review = write_field_counting(
             args.write_counting, list(scores_for_counting.values()), args.max_fpr, args.review_fpr,
             {"measured_on": f"{sum(len(r) for r in runs)} real fields in {len(runs)} runs, each counted by a detector and "
-                            "classifier trained without it (out-of-fold)"})
+                            "classifier trained without it (out-of-fold)"}, list(scores_for_review.values()))
         report["written_counting"], report["written_review"] = counting, review
         for name, block in (("counting", counting), ("review", review)):
             print(f"{args.write_counting}: " + (f"{name} threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "

@@ -6,12 +6,15 @@ every cell called Uninfected at or above the model's review threshold (the
 sidecar's "review" block: near the counting threshold, where the calls
 differ most from stain to stain); and a seeded random sample of the other
 Uninfected cells nearest the threshold (a spot check for missed
-parasites). Each gets Confirm (the app's call is right) or Reject (it is
-wrong). When every shown cell is decided the slide is *reviewed*, and its
-reviewed parasitemia is the cells a person confirmed as parasitised
-(Parasitized calls confirmed, Uninfected ones rejected) over all counted
-cells: no false positive is left, so it is corrected only for the cells
-the pipeline misses at the lowest threshold shown
+parasites); and every box set apart as a white cell (edge_app.white_cells),
+since a mature schizont's merozoites can stain like a nucleus and the rule
+cannot tell. Each gets Confirm (the app's call is right) or Reject (it is
+wrong: for a white cell, it is a parasitised red cell). When every shown
+cell is decided the slide is *reviewed*, and its reviewed parasitemia is
+the cells a person confirmed as parasitised (Parasitized calls confirmed,
+Uninfected ones and white cells rejected) over all counted cells, the
+rejected white cells added: no false positive is left, so it is corrected
+only for the cells the pipeline misses at the lowest threshold shown
 (`CountingErrors.after_review`). On real fields of a stain the models never
 saw, that sensitivity carries over where the automatic count's rates do not
 (models/DETAILS.md, "The review threshold").
@@ -37,19 +40,26 @@ from edge_app.results import folder_lock
 
 REVIEW_FILE = "review.jsonl"
 DECISIONS = ("confirm", "reject")
+#: What a white cell set apart was called, as the review shows it.
+WHITE_CALL = "white cell"
 #: Uninfected cells shown per slide, drawn from the SPOT_POOL * SPOT_CHECKS nearest the threshold.
 SPOT_CHECKS = 12
 SPOT_POOL = 3
 
 
-def cell_key(field_no: int, cell: int) -> str:
-    """A cell's name within its slide: the field's position in the slide, then the cell's number in the field."""
-    return f"{field_no}:{cell}"
+def cell_key(field_no: int, cell: int, white: bool = False) -> str:
+    """A cell's name within its slide: the field's position in the slide, then the cell's number in the field (for a
+    white cell, which has none, "w" and its place among the field's white cells)."""
+    return f"{field_no}:w{cell}" if white else f"{field_no}:{cell}"
 
 
 @dataclass(frozen=True)
 class ReviewCell:
-    """A cell to show the reviewer: where it is (field position in the slide, cell number) and what the app called it."""
+    """A cell to show the reviewer: where it is (field position in the slide, cell number) and what the app called it.
+
+    A white cell set apart is shown as a spot check is, called not a
+    parasite: Reject means a parasitised red cell, which then joins the count.
+    """
 
     field_no: int
     field: str
@@ -59,10 +69,11 @@ class ReviewCell:
     probability: float
     spot_check: bool  # called Uninfected: shown to find a missed parasite (Reject means parasitised)
     near: bool = False  # called Uninfected but at or above the review threshold: shown every time, not sampled
+    white: bool = False  # set apart as a white cell, not counted; `cell` is its place among the field's white cells
 
     @property
     def key(self) -> str:
-        return cell_key(self.field_no, self.cell)
+        return cell_key(self.field_no, self.cell, self.white)
 
 
 @dataclass(frozen=True)
@@ -73,32 +84,45 @@ class Decision:
     at: str
 
 
-def numbered_cells(rows: list[dict]) -> Iterator[tuple[int, dict]]:
-    """A slide's cell rows with their field's position in the slide (the order fields were counted in)."""
+def numbered_cells(rows: list[dict], status: str = "ok") -> Iterator[tuple[int, dict]]:
+    """A slide's rows of one status (counted red cells, or "white_cell") with their field's position in the slide
+    (the order fields were counted in)."""
     field_no: dict[str, int] = {}
     for r in rows:
         no = field_no.setdefault(r["field"], len(field_no))
-        if r["status"] == "ok":
+        if r["status"] == status:
             yield no, r
+
+
+def white_cell_rows(rows: list[dict]) -> Iterator[tuple[int, int, dict]]:
+    """A slide's white-cell rows with their field's position and their place among that field's white cells."""
+    seen: dict[int, int] = {}
+    for no, r in numbered_cells(rows, "white_cell"):
+        seen[no] = seen.get(no, -1) + 1
+        yield no, seen[no], r
+
+
+def row_box(r: dict) -> tuple[int, int, int, int]:
+    return tuple(int(r[k]) for k in ("x", "y", "width", "height"))
 
 
 def review_cells(rows: list[dict], seed: str, threshold: float | None = None, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
     """The cells to review, from a slide's result rows: every cell called Parasitized or at or above `threshold` (the
-    review threshold), in field order, then the spot checks.
+    review threshold), in field order, then every white cell set apart, then the spot checks.
 
     Seeded by the slide's id, so the same cells come back after a restart
     and on every device that opens the slide.
     """
     cells = []
     for no, r in numbered_cells(rows):
-        box = tuple(int(r[k]) for k in ("x", "y", "width", "height"))
         p, uninfected = float(r["probability"]), r["label"] != LABELS[1]
-        cells.append(ReviewCell(no, r["field"], int(r["cell"]), box, r["label"], p, uninfected,
+        cells.append(ReviewCell(no, r["field"], int(r["cell"]), row_box(r), r["label"], p, uninfected,
                                 uninfected and threshold is not None and p >= threshold))
     shown = [c for c in cells if not c.spot_check or c.near]
+    white = [ReviewCell(no, r["field"], i, row_box(r), WHITE_CALL, 0.0, True, white=True) for no, i, r in white_cell_rows(rows)]
     nearest = sorted((c for c in cells if c.spot_check and not c.near), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
     spot = random.Random(seed).sample(nearest, min(spot_checks, len(nearest)))
-    return shown + sorted(spot, key=lambda c: (c.field_no, c.cell))
+    return shown + white + sorted(spot, key=lambda c: (c.field_no, c.cell))
 
 
 def read_decisions(folder: str | os.PathLike) -> dict[str, Decision]:
@@ -147,10 +171,11 @@ class Review:
     errors: CountingErrors | None = None
     min_cells: int = 1
 
-    def _decided(self, decision: str, spot_check: bool, near: bool | None = None) -> int:
-        """Cells given `decision` among the Parasitized calls (`spot_check` False) or the Uninfected ones (True), the
-        latter narrowed to those near the threshold or not when `near` is given."""
+    def _decided(self, decision: str, spot_check: bool, near: bool | None = None, white: bool | None = None) -> int:
+        """Cells given `decision` among the Parasitized calls (`spot_check` False) or the others (True), the latter
+        narrowed to those near the threshold or not when `near` is given, to white cells or not when `white` is."""
         return sum(1 for c in self.cells if c.spot_check == spot_check and (near is None or c.near == near)
+                   and (white is None or c.white == white)
                    and (d := self.decisions.get(c.key)) is not None and d.decision == decision)
 
     @property
@@ -164,31 +189,40 @@ class Review:
 
     @property
     def parasites(self) -> int:
-        """Cells a person says are parasitised: Parasitized calls confirmed, Uninfected ones (near the threshold or spot checks) rejected."""
+        """Cells a person says are parasitised: Parasitized calls confirmed; Uninfected ones (near the threshold or spot
+        checks) and white cells set apart rejected."""
         return self._decided("confirm", False) + self._decided("reject", True)
+
+    @property
+    def cells_counted(self) -> int:
+        """The red cells of the reviewed count: the app's, and the white cells a person says are parasitised red cells."""
+        return self.counted_cells + self._decided("reject", True, white=True)
 
     @property
     def result(self) -> Parasitemia | None:
         if self.status != "reviewed" or not self.counted_cells:
             return None
-        return Parasitemia(self.counted_cells, self.parasites, self.min_cells,
+        return Parasitemia(self.cells_counted, self.parasites, self.min_cells,
                            self.errors.after_review() if self.errors else None)
 
     def as_dict(self) -> dict:
         result = self.result
         flagged = sum(1 for c in self.cells if not c.spot_check)
         near = sum(1 for c in self.cells if c.near)
+        white = sum(1 for c in self.cells if c.white)
         reviewers = sorted({d.reviewer for d in self.decisions.values()})
         lo, hi = result.interval if result else (None, None)
         return {
             "status": self.status, "cells_to_review": len(self.cells), "decided": self.decided,
             "flagged": flagged, "flagged_confirmed": self._decided("confirm", False),
             "flagged_rejected": self._decided("reject", False), "near_threshold": near,
-            "near_threshold_parasitised": self._decided("reject", True, near=True), "spot_checks": len(self.cells) - flagged - near,
-            "spot_checks_parasitised": self._decided("reject", True, near=False),
+            "near_threshold_parasitised": self._decided("reject", True, near=True),
+            "white_cells": white, "white_cells_parasitised": self._decided("reject", True, white=True),
+            "spot_checks": len(self.cells) - flagged - near - white,
+            "spot_checks_parasitised": self._decided("reject", True, near=False, white=False),
             "reviewers": reviewers, "last_decision": max((d.at for d in self.decisions.values()), default=None),
             "parasitemia": result.fraction if result else None, "ci95": [lo, hi] if result else None,
-            "confirmed_parasitised": self.parasites if result else None,
+            "confirmed_parasitised": self.parasites if result else None, "cells_counted": self.cells_counted if result else None,
             "corrected_for_missed": None if not (result and self.errors) else {
                 "sensitivity": self.errors.sensitivity, "sensitivity_sd": self.errors.sensitivity_sd,
                 "infected_cells": self.errors.infected_cells},

@@ -44,7 +44,7 @@ from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
 from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, read_rows, write_atomic
-from edge_app.review import REVIEW_FILE, Review, cell_key, numbered_cells, read_decisions, review_cells
+from edge_app.review import REVIEW_FILE, Review, cell_key, numbered_cells, read_decisions, review_cells, row_box, white_cell_rows
 from edge_app.smear import Cell, CellResult, classify_cells, find_field_cells
 
 CELL_FIELDS = ("field", "cell", "x", "y", "width", "height", "label", "probability", "status", "error")
@@ -265,8 +265,9 @@ def slide_rows(folder: str | os.PathLike, summary: dict) -> list[dict]:
     return _rows_of(*_results_version(folder, summary))
 
 
-def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[tuple[int, int], tuple[int, int, int, int]]:
-    """Each cell's box in its field by (field position, cell number): where the review finds a cell to show."""
+def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[str, tuple[int, int, int, int]]:
+    """Each counted cell's and white cell's box in its field by its review key (edge_app.review.cell_key): where the
+    review finds a cell to show."""
     return _boxes_of(*_results_version(folder, summary))
 
 
@@ -283,9 +284,10 @@ def _rows_of(path: str, _mtime_ns: int, _size: int) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=8)
-def _boxes_of(path: str, mtime_ns: int, size: int) -> dict[tuple[int, int], tuple[int, int, int, int]]:
-    return {(no, int(r["cell"])): tuple(int(r[k]) for k in ("x", "y", "width", "height"))
-            for no, r in numbered_cells(_rows_of(path, mtime_ns, size))}
+def _boxes_of(path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int, int, int]]:
+    rows = _rows_of(path, mtime_ns, size)
+    return ({cell_key(no, int(r["cell"])): row_box(r) for no, r in numbered_cells(rows)}
+            | {cell_key(no, i, white=True): row_box(r) for no, i, r in white_cell_rows(rows)})
 
 
 def total_from_summary(summary: dict) -> Parasitemia:

@@ -198,10 +198,11 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
         path = _annotated_path(folder, summary, field_no)
         return _image_response(_field_jpeg(path, path.stat().st_mtime_ns))
 
-    @app.route("/slides/<slide_id>/cells/<int:field_no>/<int:cell>.jpg")
-    def cell_image(slide_id: str, field_no: int, cell: int):
+    @app.route("/slides/<slide_id>/cells/<int:field_no>/<cell>.jpg")
+    def cell_image(slide_id: str, field_no: int, cell: str):
+        """A counted cell (`cell` its number) or a white cell set apart ("w" and its place in the field), cut out."""
         _, folder, summary = slide_folder(slide_id)
-        box = cell_boxes(folder, summary).get((field_no, cell))
+        box = cell_boxes(folder, summary).get(f"{field_no}:{cell}")
         if box is None:
             abort(404)
         path = _annotated_path(folder, summary, field_no)

@@ -61,13 +61,16 @@ def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: floa
 
 
 def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float, review_fpr: float,
-                         about: dict) -> tuple[dict | None, dict | None]:
+                         about: dict, review_scores: list[tuple[np.ndarray, np.ndarray]] | None = None
+                         ) -> tuple[dict | None, dict | None]:
     """Choose and store the counting and review thresholds and the rates there, from the pipeline's scores on real fields.
 
     `scores`: per run of fields, the P(Parasitized) of the detections that
     are not infected cells and each infected cell's best P (`field_scores`,
     training.fields.counting_scores), from fields whose cells the models
-    never saw. The counting threshold is the lowest at which at most
+    never saw; `review_scores` the same with the white cells set apart,
+    which the review shows, at 1 (training.fields.review_scores; `scores`
+    when not given). The counting threshold is the lowest at which at most
     `max_fpr` of those detections are called Parasitized, the review
     threshold the lowest for `review_fpr` (the share of them a reviewer is
     shown). `about` (what they were measured on) goes into both blocks.
@@ -78,8 +81,8 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
     review = None
     if counting is not None:
-        review = write_counting(tflite, {**pooled_counting(scores, review_fpr), "max_false_positive_rate": review_fpr, **about},
-                                REVIEW_BLOCK)
+        review = write_counting(tflite, {**pooled_counting(review_scores or scores, review_fpr),
+                                         "max_false_positive_rate": review_fpr, **about}, REVIEW_BLOCK)
     else:
         update_sidecar(tflite, REVIEW_BLOCK, None)
     return counting, review
@@ -111,21 +114,24 @@ def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float)
     return block
 
 
-def field_scores(model, detector, data: str | Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields."""
+def field_scores(model, detector, data: str | Path, names: list[str]
+                 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields:
+    for counting, and for the review (the white cells set apart scoring 1; training.fields.review_scores)."""
     from edge_app.preprocess import load_rgb
-    from edge_app.smear import analyse_field
-    from training.fields import counting_scores, load_annotations
+    from edge_app.smear import classify_cells, find_field_cells
+    from training.fields import counting_scores, load_annotations, review_scores
 
     annotations = load_annotations(Path(data) / "annotations.json")
-    healthy, infected = [], []
+    counting, review = [], []
     for name in names:
-        results = analyse_field(model, load_rgb(Path(data) / "images" / name), 0.5, detector)
+        found = find_field_cells(load_rgb(Path(data) / "images" / name), detector)
+        results = classify_cells(model, found.red, 0.5)
         boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
-        h, i = counting_scores(annotations[name], boxes, np.array([r.probability for r in results]))
-        healthy.append(h)
-        infected.append(i)
-    return np.concatenate(healthy), np.concatenate(infected)
+        p = np.array([r.probability for r in results])
+        counting.append(counting_scores(annotations[name], boxes, p))
+        review.append(review_scores(annotations[name], boxes, p, [[c.x, c.y, c.width, c.height] for c in found.white]))
+    return tuple((np.concatenate([h for h, _ in per]), np.concatenate([i for _, i in per])) for per in (counting, review))
 
 
 def write_counting(tflite: str | Path, block: dict, key: str = "counting") -> dict | None:

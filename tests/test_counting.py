@@ -143,3 +143,35 @@ def test_the_reviewed_figure_counts_the_infected_cells_shown_and_corrects_for_th
     assert r["infected_shown"] == 0.75
     assert r["parasitemia"] == pytest.approx(3 / 100 / 0.75) == pytest.approx(truth)
     assert r["abs_relative_error"] == pytest.approx(0.0, abs=1e-9) and r["truth_inside_ci"]
+
+
+def test_the_review_shows_every_white_cell_and_puts_back_an_infected_one_set_apart_as_one():
+    from benchmarks.real_fields import CountedField, reviewed
+    from edge_app.model import Counting
+    from edge_app.parasitemia import CountingErrors
+    from training.fields import Box, counting_scores, review_scores
+
+    boxes = [Box(100 * i, 0, 50, 50, "schizont" if i < 2 else "red blood cell") for i in range(100)]
+    # The first infected cell is set apart as a white cell (no red-cell detection); a real white cell lies on no box.
+    red = np.array([[b.x, b.y, b.w, b.h] for b in boxes[1:]])
+    p = np.array([0.9] + [0.05] * 98)
+    white = np.array([[0, 0, 50, 50], [20000, 0, 60, 60]])
+    counted = [CountedField("f", red, p, 0.1, white=white)]
+    r = reviewed(counted, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))
+    assert (r["cells_shown"], r["white_cells_shown"], r["confirmed"], r["white_cells_parasitised"]) == (3, 2, 2, 1)
+    assert r["parasitemia"] == pytest.approx(2 / 100 / 0.8)  # 99 red cells and the one put back
+
+    healthy, infected = counting_scores(boxes, red, p)
+    assert sorted(infected) == [0.0, 0.9]  # counting never sees the cell set apart
+    healthy_r, infected_r = review_scores(boxes, red, p, white)
+    assert sorted(infected_r) == [0.9, 1.0] and len(healthy_r) == len(healthy) + 1 and healthy_r.max() == 1.0
+
+
+def test_the_review_threshold_is_measured_with_the_white_cells_shown_when_given(model_copy):
+    rng = np.random.default_rng(3)
+    runs = [(rng.beta(1, 6, 3000), rng.beta(6, 1.5, 40)) for _ in range(2)]
+    shown = [(np.r_[h, np.ones(100)], np.r_[i[:-5], np.ones(5)]) for h, i in runs]  # 100 white cells, 5 on infected ones
+    counting, review = write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown)
+    assert counting == write_field_counting(model_copy, runs, 0.01, 0.05, {})[0]  # counting is not affected
+    alone = write_field_counting(model_copy, runs, 0.01, 0.05, {})[1]
+    assert review["healthy_cells"] == alone["healthy_cells"] + 200 and review["threshold"] > alone["threshold"]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from edge_app.parasitemia import CountingErrors, Parasitemia, wilson_interval
-from edge_app.review import (REVIEW_FILE, SPOT_CHECKS, SPOT_POOL, Review, ReviewCell, read_decisions, record_decision,
-                             review_cells)
+from edge_app.review import (REVIEW_FILE, SPOT_CHECKS, SPOT_POOL, WHITE_CALL, Review, ReviewCell, read_decisions,
+                             record_decision, review_cells)
 from edge_app.slide import read_summary, slide_review
 from tests.conftest import drawn_slide
 
@@ -42,6 +42,39 @@ def test_every_flagged_cell_then_a_seeded_sample_of_the_uninfected_cells_nearest
 def test_a_small_slide_shows_all_its_uninfected_cells():
     cells = review_cells(_rows(n_fields=1, per_field=10), seed="s")
     assert len([c for c in cells if c.spot_check]) == 9
+
+
+def _white(field: str, x: int) -> dict:
+    return {"field": field, "cell": None, "x": x, "y": 5, "width": 12, "height": 12, "label": None, "probability": None,
+            "status": "white_cell"}
+
+
+def test_every_white_cell_set_apart_is_shown_after_the_flagged_cells_each_by_its_place_in_its_field():
+    rows = _rows(n_fields=2)
+    rows[45:45] = [_white("f1.png", 3), _white("f1.png", 70)]  # among field 1's rows, as a count writes them last
+    rows.append(_white("f0.png", 9))  # a field resumed later keeps its position
+    cells = review_cells(rows, seed="slide-1")
+    white = [c for c in cells if c.white]
+    assert [(c.key, c.box[0], c.call) for c in white] == [("1:w0", 3, WHITE_CALL), ("1:w1", 70, WHITE_CALL),
+                                                         ("0:w0", 9, WHITE_CALL)]
+    assert all(c.spot_check and not c.near for c in white)  # called not a parasite: Reject means a parasitised red cell
+    kinds = ["flagged" if not c.spot_check else "white" if c.white else "spot" for c in cells]
+    assert kinds == ["flagged"] * 8 + ["white"] * 3 + ["spot"] * SPOT_CHECKS
+    assert review_cells(rows, seed="slide-1") == cells
+
+
+def test_a_white_cell_rejected_is_a_parasitised_red_cell_put_back_into_the_count():
+    cells = _cells(2, 1) + [ReviewCell(0, "f", 0, (0, 0, 1, 1), WHITE_CALL, 0.0, True, white=True),
+                            ReviewCell(1, "g", 0, (0, 0, 1, 1), WHITE_CALL, 0.0, True, white=True)]
+    decisions = {"0:0": "confirm", "0:1": "confirm", "1:0": "confirm", "0:w0": "reject", "1:w0": "confirm"}
+    done = _review(cells, decisions, counted=100)
+    assert done.status == "reviewed" and done.parasites == 3 and done.cells_counted == 101
+    assert done.result.fraction == pytest.approx(3 / 101)
+    d = done.as_dict()
+    assert (d["white_cells"], d["white_cells_parasitised"], d["spot_checks"], d["spot_checks_parasitised"]) == (2, 1, 1, 0)
+    assert d["cells_counted"] == 101
+    both_white = _review(cells, {**decisions, "0:w0": "confirm"}, counted=100)
+    assert both_white.parasites == 2 and both_white.result.fraction == pytest.approx(2 / 100)
 
 
 def _review(cells, decisions, counted=1000, errors=None):

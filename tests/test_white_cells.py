@@ -94,6 +94,24 @@ def test_the_shipped_detector_boxes_a_lymphocyte_and_the_app_leaves_it_out():
     assert sum(any(_on(b, p) for b in found) for p in red) >= 0.95 * len(red)
 
 
+def _counted_slide(tmp_path, model, kind: str, seed: int):
+    """A one-field slide round one white cell, counted by `smear` (classical segmentation): its fields folder, slide
+    folder, the white and red cells' places, and what `smear` printed."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from edge_app.cli import main
+
+    field, white, red = _field(kind, seed)
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    Image.fromarray(field).save(folder / "f.png")
+    out = tmp_path / "slide"
+    res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(model), "--segmenter", "classical"])
+    assert res.exit_code == 0, res.output
+    return folder, out, white, red, res.output
+
+
 def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_model):
     """The count leaves the white cell out; the results, summary, annotated field, report, terminal and web page say so."""
     import json
@@ -107,14 +125,8 @@ def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_mo
     from edge_app.slide import CELL_FIELDS, read_summary
     from edge_app.web import create_app
 
-    field, white, red = _field("lymphocyte", seed=3)
-    folder = tmp_path / "fields"
-    folder.mkdir()
-    Image.fromarray(field).save(folder / "f.png")
-    out = tmp_path / "slide"
-    res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(tiny_model), "--segmenter", "classical"])
-    assert res.exit_code == 0, res.output
-    assert "1 white cell left out" in res.output
+    folder, out, white, red, output = _counted_slide(tmp_path, tiny_model, "lymphocyte", seed=3)
+    assert "1 white cell left out" in output
 
     rows = read_rows(str(out / "cells.csv"), "csv", CELL_FIELDS)
     left_out = [r for r in rows if r["status"] == "white_cell"]
@@ -138,3 +150,42 @@ def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_mo
     assert json.loads((out / "summary.json").read_text())["white_cells"] == 1
     page = create_app(model=str(tiny_model)).test_client().get(f"/slides/{summary['id']}").get_data(as_text=True)
     assert "1 white cell left out" in page
+
+
+def test_a_reviewer_sees_each_white_cell_left_out_and_can_put_a_parasitised_one_back(tmp_path, tiny_model):
+    """A white cell set apart is in the review grid with its crop; rejected, it is counted as a parasitised red cell."""
+    import io
+    import re
+
+    from PIL import Image
+
+    from edge_app.slide import read_summary
+    from edge_app.web import create_app
+
+    _, out, _, _, _ = _counted_slide(tmp_path, tiny_model, "neutrophil", seed=4)
+    summary = read_summary(out)
+    assert summary["review"]["white_cells"] == 1
+
+    client = create_app(model=str(tiny_model), reviewer="Dr K").test_client()
+    page = client.get(f"/slides/{summary['id']}").get_data(as_text=True)
+    keys = re.findall(r'data-cell="([^"]+)"', page)
+    assert "0:w0" in keys and "Set apart as a white cell, not counted" in page and "1 white cell, " in page
+    crop = client.get(f"/slides/{summary['id']}/cells/0/w0.jpg")
+    assert crop.status_code == 200
+    # The crop is centred on the white cell: its dark violet nucleus is there, unlike any red cell's crop.
+    img = np.asarray(Image.open(io.BytesIO(crop.data)).convert("RGB"), float)
+    middle = img[img.shape[0] // 3: 2 * img.shape[0] // 3, img.shape[1] // 3: 2 * img.shape[1] // 3]
+    assert ((middle[..., 1] < 60) & (middle[..., 2] > 90)).mean() > 0.2
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    for key in keys:
+        resp = client.post(f"/slides/{summary['id']}/review", data={"csrf_token": token, "cell": key,
+                                                                   "decision": "reject" if key == "0:w0" else "confirm"},
+                           headers={"Accept": "application/json"})
+        assert resp.status_code == 200
+    review = read_summary(out)["review"]
+    flagged = summary["total"]["parasitized"]
+    assert review["status"] == "reviewed" and review["white_cells_parasitised"] == 1
+    assert review["confirmed_parasitised"] == flagged + 1 and review["cells_counted"] == summary["total"]["cells"] + 1
+    assert review["parasitemia"] == pytest.approx((flagged + 1) / (summary["total"]["cells"] + 1))
+    assert (out / "review.jsonl").read_text().count('"key": "0:w0"') == 1

@@ -180,6 +180,18 @@ def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray)
     )
 
 
+def review_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarray,
+                  white: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the review threshold is tuned on: `counting_scores` with every box set apart as a white cell scoring 1.
+
+    The review shows each white cell (edge_app.review), so an infected cell
+    set apart as one is found there, and each is one more cell to look at.
+    """
+    white = np.asarray(white, np.float64).reshape(-1, 4)
+    return counting_scores(truth, np.vstack([np.asarray(detected, np.float64).reshape(-1, 4), white]),
+                           np.r_[np.asarray(probability, np.float64).reshape(-1), np.ones(len(white))])
+
+
 def pooled(scores: list[FieldScore]) -> FieldScore:
     """Sum of field scores: the figures of all fields taken as one slide."""
     return FieldScore(*(sum(getattr(s, f) for s in scores) for f in FieldScore.__dataclass_fields__))
