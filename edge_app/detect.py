@@ -142,6 +142,28 @@ def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, fi
                       max(1, int(round(rects[i][3]))), float(scores[i])) for i in keep]
 
 
+#: The threshold is tuned for the best match over all of a field's boxes, and the infected cells the detector misses
+#: are mostly the enlarged ones (P. vivax schizonts and gametocytes, 105-115 px across against 80) scoring just under
+#: it. Lowering it for every box adds smudges and debris that raise the counting threshold; a box at least
+#: LARGE_CELL_AREA times the field's median confident box is kept down to LARGE_CELL_MARGIN below it
+#: (models/DETAILS.md, "Large cells").
+LARGE_CELL_MARGIN = 0.1
+LARGE_CELL_AREA = 1.3
+
+
+def confident_or_large(found: list[Detection], threshold: float) -> list[Detection]:
+    """The detections at or above `threshold`, and those below it that are large for this field (see LARGE_CELL_AREA).
+
+    The field's own confident boxes set the size, so no magnification has to
+    be known; a field with none has nothing to compare with and keeps none.
+    """
+    confident = [d for d in found if d.score >= threshold]
+    if not confident:
+        return []
+    large = LARGE_CELL_AREA * float(np.median([d.width * d.height for d in confident]))
+    return [d for d in found if d.score >= threshold or d.width * d.height >= large]
+
+
 class CellDetector:
     """A verified cell-detector bundle (.tflite + sidecar of kind "cell-detector") ready to find cells in fields."""
 
@@ -195,7 +217,8 @@ class CellDetector:
         return self._output(self._heat)[..., 0], self._output(self._box), scale
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Detection]:
-        """The red cells in a field, in reading order."""
+        """The red cells in a field, in reading order: those at or above the threshold, and large ones a little below it."""
         heat, box, scale = self.raw(rgb)
-        found = decode(heat, box, self.threshold if threshold is None else threshold, scale, rgb.shape[:2])
-        return sorted(found, key=lambda d: (d.y + d.height // 2, d.x))
+        threshold = self.threshold if threshold is None else threshold
+        found = decode(heat, box, max(threshold - LARGE_CELL_MARGIN, 0.01), scale, rgb.shape[:2])
+        return sorted(confident_or_large(found, threshold), key=lambda d: (d.y + d.height // 2, d.x))

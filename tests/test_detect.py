@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_app.detect import STRIDE, CellDetector, decode, field_input
+from edge_app.detect import LARGE_CELL_AREA, LARGE_CELL_MARGIN, STRIDE, CellDetector, Detection, confident_or_large, decode, field_input
 from edge_app.model import ModelError
 
 from tests.fixtures.build import DETECTOR_SCALE as SCALE
@@ -50,6 +50,35 @@ def test_decode_clips_to_the_field_and_drops_duplicates():
     box[0, 2] = (6, 6, -1.4, 0)
     found = decode(heat, box, 0.5, 1.0, (40, 40))
     assert len(found) == 1 and found[0].x == 0 and found[0].y == 0
+
+
+def test_a_box_just_under_the_threshold_is_kept_only_when_large_for_its_field():
+    confident = [Detection(100 * i, 0, 80, 80 + i, 0.9) for i in range(5)]  # median area 80 x 82
+    big_weak, small_weak, big_dark = Detection(0, 200, 110, 110, 0.45), Detection(200, 200, 80, 80, 0.45), \
+        Detection(400, 200, 200, 200, 0.2)
+    side = int(np.ceil(np.sqrt(LARGE_CELL_AREA * 80 * 82)))
+    just_large, just_small = Detection(600, 200, side, side, 0.45), Detection(800, 200, side - 2, side - 2, 0.45)
+    kept = confident_or_large(confident + [big_weak, small_weak, big_dark, just_large, just_small], 0.5)
+    assert kept == confident + [big_weak, big_dark, just_large]  # the caller decodes no lower than the margin
+    assert confident_or_large([big_weak, small_weak], 0.5) == []  # nothing confident: no size to compare with
+
+
+def test_the_detector_keeps_large_cells_down_to_the_margin_below_its_threshold(tiny_detector, monkeypatch):
+    detector = CellDetector(tiny_detector)
+    t = detector.threshold
+    heat = np.zeros((30, 40), np.float32)
+    box = np.zeros((30, 40, 4), np.float32)
+    cells = {(3, 3): (t + 0.1, 5), (3, 12): (t + 0.1, 5), (3, 21): (t + 0.1, 5),  # typical cells, 5 grid cells wide
+             (15, 3): (t - LARGE_CELL_MARGIN / 2, 7),  # large, just under: kept
+             (15, 12): (t - LARGE_CELL_MARGIN / 2, 5),  # typical, just under: dropped
+             (15, 21): (t - LARGE_CELL_MARGIN * 1.5, 7),  # large, too far under: dropped
+             (25, 30): (t - LARGE_CELL_MARGIN / 2, 6)}  # 1.44 times a typical cell's area: kept
+    for (y, x), (score, size) in cells.items():
+        heat[y, x], box[y, x] = score, (size, size, 0, 0)
+    monkeypatch.setattr(detector, "raw", lambda rgb: (heat, box, 1.0))
+    found = detector.detect(np.zeros((120, 160, 3), np.uint8))
+    centres = {(round((d.y + d.height / 2) / STRIDE - 0.5), round((d.x + d.width / 2) / STRIDE - 0.5)) for d in found}
+    assert centres == {(3, 3), (3, 12), (3, 21), (15, 3), (25, 30)}
 
 
 def _field_with_discs(centres, radius=28, shape=(256, 384)):
