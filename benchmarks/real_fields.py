@@ -24,8 +24,8 @@ Protocol (training.fields, the one definition of it):
   when a cell in it is called Parasitized.
 - Reviewed (when the model has a review threshold): the slide's parasitemia
   after a microscopist who is always right has looked at every cell at or
-  above the review threshold and every white cell set apart, as
-  `malaria-edge serve` shows them: the infected boxes such a cell overlaps
+  above the review threshold, every enlarged cell and every white cell set
+  apart, as `malaria-edge serve` shows them: the infected boxes such a cell overlaps
   (IoU >= 0.3) are the confirmed parasites, over every detection and the
   white cells put back as parasitised, corrected for the sensitivity at
   that threshold (edge_app.review). The spot checks below it are left out.
@@ -62,6 +62,7 @@ from edge_app.field_check import STAIN_WARNING, check_field  # noqa: E402
 from edge_app.model import Counting, ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
+from edge_app.review import enlarged  # noqa: E402
 from edge_app.smear import cells_in_boxes, classify_cells, find_field_cells  # noqa: E402
 from quantization.counting import counting_threshold  # noqa: E402
 from training.fields import DIFFICULT, INFECTED, FieldScore, load_annotations, pooled, runs_of, score_field  # noqa: E402
@@ -139,12 +140,13 @@ def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotatio
 
 
 def reviewed(counted: list[CountedField], annotations: dict, review: Counting) -> dict:
-    """The fields as one slide once every cell at or above the review threshold, and every white cell set apart, was
-    shown to a reviewer who is always right: an infected box found only by a white cell's box is one the reviewer
-    puts back into the count (edge_app.review)."""
-    red = pooled(score_counted(counted, annotations, review.threshold))
-    p = pooled([score_field(annotations[c.name], np.vstack([c.boxes, c.white]),
-                            np.r_[c.probabilities >= review.threshold, np.ones(len(c.white), bool)]) for c in counted])
+    """The fields as one slide once every cell at or above the review threshold, every enlarged cell and every white
+    cell set apart was shown to a reviewer who is always right: an infected box found only by a white cell's box is
+    one the reviewer puts back into the count (edge_app.review)."""
+    shown = [(c.probabilities >= review.threshold) | enlarged(c.boxes[:, 2] * c.boxes[:, 3]) for c in counted]
+    red = pooled([score_field(annotations[c.name], c.boxes, s) for c, s in zip(counted, shown)])
+    p = pooled([score_field(annotations[c.name], np.vstack([c.boxes, c.white]), np.r_[s, np.ones(len(c.white), bool)])
+                for c, s in zip(counted, shown)])
     put_back = p.infected_found - red.infected_found
     slide = Parasitemia(red.detections + put_back, p.infected_found, min_cells=0, errors=review.errors.after_review())
     lo, hi = slide.interval
@@ -204,7 +206,7 @@ def print_summary(title: str, s: dict) -> None:
           f"  fields the field check warned about: {s['fields_warned']} of {s['fields']} ({s['stain_warned']} for their stain colour)")
     if s.get("reviewed"):
         r = s["reviewed"]
-        print(f"  reviewed (every cell at P >= {r['threshold']:.3f} and every white cell shown, {r['cells_shown_per_field']:.1f} "
+        print(f"  reviewed (every cell at P >= {r['threshold']:.3f}, enlarged or white shown, {r['cells_shown_per_field']:.1f} "
               f"a field, {_pct(r['infected_shown'])} of the infected cells among them, {r['white_cells_parasitised']} of "
               f"{r['white_cells_shown']} white cells put back as parasitised): "
               f"{_pct(r['parasitemia'])} (95 % CI {_pct(r['ci95'][0])}-{_pct(r['ci95'][1])}); truth inside: "

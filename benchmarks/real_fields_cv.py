@@ -14,7 +14,8 @@ runs as their own folds counted them (out-of-fold: every cell there was
 counted by models that never saw it), for at most `--max-fpr` of the
 detections that are not infected cells called Parasitized
 (quantization.counting); so is its review threshold, for `--review-fpr`
-(the white cells set apart, which the review shows, counted as shown).
+(its sensitivity with the cells the review always shows, enlarged and
+white cells, counted as shown).
 Run K is scored as benchmarks/real_fields.py scores it (same protocol,
 the reviewed parasitemia included), and its count is also corrected with
 its own error rates at that threshold: an oracle, what perfectly
@@ -40,7 +41,7 @@ from benchmarks.real_fields import (ORACLE, classifier_alone, count_fields, prin
 from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import Counting, ModelBundle, counting_errors, default_model_path  # noqa: E402
 from edge_app.parasitemia import CountingErrors  # noqa: E402
-from quantization.counting import REVIEW_FPR, pooled_counting, write_field_counting  # noqa: E402
+from quantization.counting import REVIEW_FPR, pooled_counting, pooled_review, write_field_counting  # noqa: E402
 from training.fields import counting_scores, load_annotations, review_scores, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                           "runs' out-of-fold counts", "max_fpr": args.max_fpr, "review_fpr": args.review_fpr, "folds": {}}
     for k, held_out in enumerate(runs):
         block = pooled_counting([scores_for_counting[j] for j in scores_for_counting if j != k], args.max_fpr)
-        review_block = pooled_counting([scores_for_review[j] for j in scores_for_review if j != k], args.review_fpr)
+        review_block = pooled_review([scores_for_counting[j] for j in scores_for_counting if j != k],
+                                     [scores_for_review[j] for j in scores_for_review if j != k], args.review_fpr)
         errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
         fold = summarise(score_counted(counted[k], annotations, block["threshold"]), counted[k], errors)
         fold["counting"] = block

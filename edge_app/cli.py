@@ -153,8 +153,9 @@ def info(model) -> None:
                    "the parasitemia is corrected for them)")
     if bundle.review:
         r = bundle.review
-        click.echo(f"review:      every cell at P >= {r.threshold:.4f} is shown to the microscopist; sensitivity there "
-                   f"{r.errors.sensitivity:.4f} (the reviewed parasitemia is corrected for the cells it misses)")
+        click.echo(f"review:      every cell at P >= {r.threshold:.4f}, enlarged or set apart as a white cell is shown to the "
+                   f"microscopist; sensitivity {r.errors.sensitivity:.4f} (the reviewed parasitemia is corrected for the cells "
+                   "it misses)")
     if bundle.cell_colour:
         click.echo(f"stain:       each field's cells matched to the training cells' median colour "
                    f"{', '.join(f'{v:.0f}' for v in bundle.cell_colour)} (RGB) before smear/capture classify them, "

@@ -6,13 +6,14 @@ every cell called Uninfected at or above the model's review threshold (the
 sidecar's "review" block: near the counting threshold, where the calls
 differ most from stain to stain); and a seeded random sample of the other
 Uninfected cells nearest the threshold (a spot check for missed
-parasites); and every box set apart as a white cell (edge_app.white_cells),
+parasites); every enlarged cell (`ENLARGED_AREA`), whatever its score;
+and every box set apart as a white cell (edge_app.white_cells),
 since a mature schizont's merozoites can stain like a nucleus and the rule
 cannot tell. Each gets Confirm (the app's call is right) or Reject (it is
 wrong: for a white cell, it is a parasitised red cell). When every shown
 cell is decided the slide is *reviewed*, and its reviewed parasitemia is
 the cells a person confirmed as parasitised (Parasitized calls confirmed,
-Uninfected ones and white cells rejected) over all counted cells, the
+the other cells shown rejected) over all counted cells, the
 rejected white cells added: no false positive is left, so it is corrected
 only for the cells the pipeline misses at the lowest threshold shown
 (`CountingErrors.after_review`). On real fields of a stain the models never
@@ -34,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from edge_app.labels import LABELS
 from edge_app.parasitemia import CountingErrors, Parasitemia
 from edge_app.results import folder_lock
@@ -42,6 +45,10 @@ REVIEW_FILE = "review.jsonl"
 DECISIONS = ("confirm", "reject")
 #: What a white cell set apart was called, as the review shows it.
 WHITE_CALL = "white cell"
+#: P. vivax (and P. ovale) enlarge the red cells they infect, and on a stain unlike the training slides the classifier
+#: scores such cells low (models/DETAILS.md, "The review threshold"): a counted cell whose box is at least this many
+#: times its field's median box is shown for review whatever its score.
+ENLARGED_AREA = 1.5
 #: Uninfected cells shown per slide, drawn from the SPOT_POOL * SPOT_CHECKS nearest the threshold.
 SPOT_CHECKS = 12
 SPOT_POOL = 3
@@ -70,10 +77,18 @@ class ReviewCell:
     spot_check: bool  # called Uninfected: shown to find a missed parasite (Reject means parasitised)
     near: bool = False  # called Uninfected but at or above the review threshold: shown every time, not sampled
     white: bool = False  # set apart as a white cell, not counted; `cell` is its place among the field's white cells
+    enlarged: bool = False  # called Uninfected below the review threshold, but enlarged (ENLARGED_AREA): shown every time
 
     @property
     def key(self) -> str:
         return cell_key(self.field_no, self.cell, self.white)
+
+    @property
+    def kind(self) -> str:
+        """Why it is shown: "flagged" (called Parasitized), "near" (the threshold), "white", "enlarged" or "spot" (check)."""
+        if not self.spot_check:
+            return "flagged"
+        return "white" if self.white else "near" if self.near else "enlarged" if self.enlarged else "spot"
 
 
 @dataclass(frozen=True)
@@ -102,25 +117,38 @@ def white_cell_rows(rows: list[dict]) -> Iterator[tuple[int, int, dict]]:
         yield no, seen[no], r
 
 
+def enlarged(areas: np.ndarray) -> np.ndarray:
+    """Which of one field's counted cells, given their box areas, are enlarged (see ENLARGED_AREA)."""
+    areas = np.asarray(areas, np.float64).reshape(-1)
+    return areas >= ENLARGED_AREA * np.median(areas) if len(areas) else np.zeros(0, bool)
+
+
 def row_box(r: dict) -> tuple[int, int, int, int]:
+    """A result row's box (x, y, width, height) in its field: the rows are read back as text."""
     return tuple(int(r[k]) for k in ("x", "y", "width", "height"))
 
 
 def review_cells(rows: list[dict], seed: str, threshold: float | None = None, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
-    """The cells to review, from a slide's result rows: every cell called Parasitized or at or above `threshold` (the
-    review threshold), in field order, then every white cell set apart, then the spot checks.
+    """The cells to review, from a slide's result rows: every cell called Parasitized, at or above `threshold` (the
+    review threshold) or enlarged, in field order, then every white cell set apart, then the spot checks.
 
     Seeded by the slide's id, so the same cells come back after a restart
     and on every device that opens the slide.
     """
+    counted = list(numbered_cells(rows))
+    areas: dict[int, list[int]] = {}
+    for no, r in counted:
+        areas.setdefault(no, []).append(int(r["width"]) * int(r["height"]))
+    large = {no: iter(enlarged(a)) for no, a in areas.items()}
     cells = []
-    for no, r in numbered_cells(rows):
+    for no, r in counted:
         p, uninfected = float(r["probability"]), r["label"] != LABELS[1]
-        cells.append(ReviewCell(no, r["field"], int(r["cell"]), row_box(r), r["label"], p, uninfected,
-                                uninfected and threshold is not None and p >= threshold))
-    shown = [c for c in cells if not c.spot_check or c.near]
+        near = uninfected and threshold is not None and p >= threshold
+        cells.append(ReviewCell(no, r["field"], int(r["cell"]), row_box(r), r["label"], p, uninfected, near,
+                                enlarged=bool(next(large[no])) and uninfected and not near))
+    shown = [c for c in cells if c.kind != "spot"]
     white = [ReviewCell(no, r["field"], i, row_box(r), WHITE_CALL, 0.0, True, white=True) for no, i, r in white_cell_rows(rows)]
-    nearest = sorted((c for c in cells if c.spot_check and not c.near), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
+    nearest = sorted((c for c in cells if c.kind == "spot"), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
     spot = random.Random(seed).sample(nearest, min(spot_checks, len(nearest)))
     return shown + white + sorted(spot, key=lambda c: (c.field_no, c.cell))
 
@@ -171,11 +199,9 @@ class Review:
     errors: CountingErrors | None = None
     min_cells: int = 1
 
-    def _decided(self, decision: str, spot_check: bool, near: bool | None = None, white: bool | None = None) -> int:
-        """Cells given `decision` among the Parasitized calls (`spot_check` False) or the others (True), the latter
-        narrowed to those near the threshold or not when `near` is given, to white cells or not when `white` is."""
-        return sum(1 for c in self.cells if c.spot_check == spot_check and (near is None or c.near == near)
-                   and (white is None or c.white == white)
+    def _decided(self, decision: str, *kinds: str) -> int:
+        """Cells of these kinds (ReviewCell.kind) given `decision`."""
+        return sum(1 for c in self.cells if c.kind in kinds
                    and (d := self.decisions.get(c.key)) is not None and d.decision == decision)
 
     @property
@@ -189,14 +215,14 @@ class Review:
 
     @property
     def parasites(self) -> int:
-        """Cells a person says are parasitised: Parasitized calls confirmed; Uninfected ones (near the threshold or spot
-        checks) and white cells set apart rejected."""
-        return self._decided("confirm", False) + self._decided("reject", True)
+        """Cells a person says are parasitised: Parasitized calls confirmed; the other cells shown (called Uninfected, or
+        set apart as white cells) rejected."""
+        return self._decided("confirm", "flagged") + self._decided("reject", "near", "white", "enlarged", "spot")
 
     @property
     def cells_counted(self) -> int:
         """The red cells of the reviewed count: the app's, and the white cells a person says are parasitised red cells."""
-        return self.counted_cells + self._decided("reject", True, white=True)
+        return self.counted_cells + self._decided("reject", "white")
 
     @property
     def result(self) -> Parasitemia | None:
@@ -207,19 +233,17 @@ class Review:
 
     def as_dict(self) -> dict:
         result = self.result
-        flagged = sum(1 for c in self.cells if not c.spot_check)
-        near = sum(1 for c in self.cells if c.near)
-        white = sum(1 for c in self.cells if c.white)
+        shown = {kind: sum(1 for c in self.cells if c.kind == kind) for kind in ("flagged", "near", "white", "enlarged", "spot")}
         reviewers = sorted({d.reviewer for d in self.decisions.values()})
         lo, hi = result.interval if result else (None, None)
         return {
             "status": self.status, "cells_to_review": len(self.cells), "decided": self.decided,
-            "flagged": flagged, "flagged_confirmed": self._decided("confirm", False),
-            "flagged_rejected": self._decided("reject", False), "near_threshold": near,
-            "near_threshold_parasitised": self._decided("reject", True, near=True),
-            "white_cells": white, "white_cells_parasitised": self._decided("reject", True, white=True),
-            "spot_checks": len(self.cells) - flagged - near - white,
-            "spot_checks_parasitised": self._decided("reject", True, near=False, white=False),
+            "flagged": shown["flagged"], "flagged_confirmed": self._decided("confirm", "flagged"),
+            "flagged_rejected": self._decided("reject", "flagged"), "near_threshold": shown["near"],
+            "near_threshold_parasitised": self._decided("reject", "near"),
+            "enlarged": shown["enlarged"], "enlarged_parasitised": self._decided("reject", "enlarged"),
+            "white_cells": shown["white"], "white_cells_parasitised": self._decided("reject", "white"),
+            "spot_checks": shown["spot"], "spot_checks_parasitised": self._decided("reject", "spot"),
             "reviewers": reviewers, "last_decision": max((d.at for d in self.decisions.values()), default=None),
             "parasitemia": result.fraction if result else None, "ci95": [lo, hi] if result else None,
             "confirmed_parasitised": self.parasites if result else None, "cells_counted": self.cells_counted if result else None,

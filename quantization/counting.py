@@ -68,12 +68,13 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     `scores`: per run of fields, the P(Parasitized) of the detections that
     are not infected cells and each infected cell's best P (`field_scores`,
     training.fields.counting_scores), from fields whose cells the models
-    never saw; `review_scores` the same with the white cells set apart,
-    which the review shows, at 1 (training.fields.review_scores; `scores`
-    when not given). The counting threshold is the lowest at which at most
+    never saw; `review_scores` the same with the cells the review shows
+    whatever their score at 1 (training.fields.review_scores; `scores` when
+    not given). The counting threshold is the lowest at which at most
     `max_fpr` of those detections are called Parasitized, the review
     threshold the lowest for `review_fpr` (the share of them a reviewer is
-    shown). `about` (what they were measured on) goes into both blocks.
+    shown besides), with its sensitivity from `review_scores`
+    (`pooled_review`). `about` (what they were measured on) goes into both blocks.
     Returns the blocks written (None: not written, rates no better than
     chance; no review without a counting block).
     """
@@ -81,7 +82,7 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
     review = None
     if counting is not None:
-        review = write_counting(tflite, {**pooled_counting(review_scores or scores, review_fpr),
+        review = write_counting(tflite, {**pooled_review(scores, review_scores or scores, review_fpr),
                                          "max_false_positive_rate": review_fpr, **about}, REVIEW_BLOCK)
     else:
         update_sidecar(tflite, REVIEW_BLOCK, None)
@@ -111,6 +112,25 @@ def pooled_counting(scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float)
         block["sensitivity_sd"] = float(np.std([np.mean(i >= t) for _, i in usable], ddof=1))
         block["false_positive_rate_sd"] = float(np.std([np.mean(h >= t) for h, _ in usable], ddof=1))
         block["runs"] = len(usable)
+    return block
+
+
+def pooled_review(scores: list[tuple[np.ndarray, np.ndarray]], shown: list[tuple[np.ndarray, np.ndarray]],
+                  review_fpr: float) -> dict[str, float]:
+    """The review threshold, chosen on the cells' own scores as `pooled_counting` chooses it (at most `review_fpr` of
+    the other detections at or above it), with its sensitivity measured on `shown`: the same infected cells, those
+    the review shows whatever their score at 1 (training.fields.review_scores).
+
+    The cells always shown are on top of the share, not within it, so a
+    field of many enlarged cells does not push the threshold up.
+    """
+    block = pooled_counting(scores, review_fpr)
+    t = block["threshold"]
+    infected = [i for _, i in shown]
+    block["sensitivity"] = float(np.mean(np.concatenate(infected) >= t))
+    usable = [i for (h, _), (_, i) in zip(scores, shown) if len(h) and len(i)]
+    if "sensitivity_sd" in block and len(usable) > 1:
+        block["sensitivity_sd"] = float(np.std([np.mean(i >= t) for i in usable], ddof=1))
     return block
 
 

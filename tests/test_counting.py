@@ -167,11 +167,35 @@ def test_the_review_shows_every_white_cell_and_puts_back_an_infected_one_set_apa
     assert sorted(infected_r) == [0.9, 1.0] and len(healthy_r) == len(healthy) + 1 and healthy_r.max() == 1.0
 
 
-def test_the_review_threshold_is_measured_with_the_white_cells_shown_when_given(model_copy):
+def test_the_review_threshold_is_chosen_on_scores_and_its_sensitivity_counts_the_cells_always_shown(model_copy):
     rng = np.random.default_rng(3)
     runs = [(rng.beta(1, 6, 3000), rng.beta(6, 1.5, 40)) for _ in range(2)]
-    shown = [(np.r_[h, np.ones(100)], np.r_[i[:-5], np.ones(5)]) for h, i in runs]  # 100 white cells, 5 on infected ones
+    # 100 white or enlarged cells a run, always shown (at 1); 5 of them are infected cells that scored 0.01
+    runs = [(h, np.r_[i[:-5], np.full(5, 0.01)]) for h, i in runs]
+    shown = [(np.r_[h, np.ones(100)], np.r_[i[:-5], np.ones(5)]) for h, i in runs]
     counting, review = write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown)
-    assert counting == write_field_counting(model_copy, runs, 0.01, 0.05, {})[0]  # counting is not affected
-    alone = write_field_counting(model_copy, runs, 0.01, 0.05, {})[1]
-    assert review["healthy_cells"] == alone["healthy_cells"] + 200 and review["threshold"] > alone["threshold"]
+    alone = write_field_counting(model_copy, runs, 0.01, 0.05, {})
+    assert counting == alone[0]  # counting is not affected
+    # the threshold is where 5 % of the other detections score, the cells always shown on top of that share ...
+    assert review["threshold"] == alone[1]["threshold"] and review["false_positive_rate"] == alone[1]["false_positive_rate"]
+    # ... and the 10 infected cells among them count as found
+    t = review["threshold"]
+    assert review["sensitivity"] == pytest.approx(np.mean(np.concatenate([i for _, i in shown]) >= t))
+    assert review["sensitivity"] - alone[1]["sensitivity"] == pytest.approx(10 / 80)
+
+
+def test_the_review_shows_enlarged_cells_whatever_their_score():
+    from benchmarks.real_fields import CountedField, reviewed
+    from edge_app.model import Counting
+    from edge_app.parasitemia import CountingErrors
+    from training.fields import Box, counting_scores, review_scores
+
+    # a gametocyte (twice a red cell's area) scoring 0.1, a ring scoring 0.9, and 98 healthy cells scoring 0.05
+    boxes = [Box(0, 0, 70, 70, "gametocyte"), Box(100, 0, 50, 50, "ring")] + [Box(100 * i, 0, 50, 50, "red blood cell")
+                                                                             for i in range(2, 100)]
+    detected = np.array([[b.x, b.y, b.w, b.h] for b in boxes], float)
+    p = np.array([0.1, 0.9] + [0.05] * 98)
+    r = reviewed([CountedField("f", detected, p, 0.1)], {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))
+    assert (r["cells_shown"], r["confirmed"]) == (2, 2)
+    assert sorted(counting_scores(boxes, detected, p)[1]) == [0.1, 0.9]
+    assert sorted(review_scores(boxes, detected, p, np.zeros((0, 4)))[1]) == [0.9, 1.0]

@@ -77,6 +77,23 @@ def test_a_white_cell_rejected_is_a_parasitised_red_cell_put_back_into_the_count
     assert both_white.parasites == 2 and both_white.result.fraction == pytest.approx(2 / 100)
 
 
+def test_an_enlarged_cell_called_uninfected_is_shown_whatever_its_score():
+    rows = _rows(n_fields=2)
+    big = next(r for r in rows if r["field"] == "f1.png" and r["label"] == "Uninfected" and r["probability"] < 0.1)
+    big["width"] = big["height"] = 13  # 1.69 times its field's median box (10 x 10)
+    cells = review_cells(rows, seed="slide-1")
+    shown = [c for c in cells if c.kind == "enlarged"]
+    assert [(c.field_no, c.cell) for c in shown] == [(1, big["cell"])] and shown[0].spot_check and not shown[0].near
+    assert cells.index(shown[0]) < 8 + 1  # among the cells always shown, before the spot checks
+    assert len([c for c in cells if c.kind == "spot"]) == SPOT_CHECKS
+    done = _review(cells, {c.key: "reject" if c is shown[0] else "confirm" for c in cells})
+    d = done.as_dict()
+    assert (d["enlarged"], d["enlarged_parasitised"], d["spot_checks_parasitised"]) == (1, 1, 0)
+    assert done.parasites == 8 + 1 and done.cells_counted == 1000  # a red cell already counted: only the call changes
+    big["width"] = big["height"] = 12  # 1.44 times: not enlarged
+    assert not any(c.kind == "enlarged" for c in review_cells(rows, seed="slide-1"))
+
+
 def _review(cells, decisions, counted=1000, errors=None):
     return Review(cells, {k: _decision(k, d) for k, d in decisions.items()}, counted, errors)
 

@@ -182,14 +182,18 @@ def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray)
 
 def review_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarray,
                   white: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the review threshold is tuned on: `counting_scores` with every box set apart as a white cell scoring 1.
+    """What the review's sensitivity is measured on: `counting_scores` with every cell the review shows whatever its
+    score (an enlarged cell, edge_app.review.enlarged, and each box set apart as a white cell) scoring 1.
 
-    The review shows each white cell (edge_app.review), so an infected cell
-    set apart as one is found there, and each is one more cell to look at.
+    An infected cell among those is found by the review, so the reviewed
+    count is corrected only for the ones it is not shown.
     """
+    from edge_app.review import enlarged
+
+    detected = np.asarray(detected, np.float64).reshape(-1, 4)
     white = np.asarray(white, np.float64).reshape(-1, 4)
-    return counting_scores(truth, np.vstack([np.asarray(detected, np.float64).reshape(-1, 4), white]),
-                           np.r_[np.asarray(probability, np.float64).reshape(-1), np.ones(len(white))])
+    shown = np.where(enlarged(detected[:, 2] * detected[:, 3]), 1.0, np.asarray(probability, np.float64).reshape(-1))
+    return counting_scores(truth, np.vstack([detected, white]), np.r_[shown, np.ones(len(white))])
 
 
 def pooled(scores: list[FieldScore]) -> FieldScore:
