@@ -153,7 +153,9 @@ def info(model) -> None:
                    "the parasitemia is corrected for them)")
     if bundle.review:
         r = bundle.review
-        click.echo(f"review:      every cell at P >= {r.threshold:.4f}, enlarged or set apart as a white cell is shown to the "
+        also = [f"every cell at least {r.enlarged_area:g} times its field's median"] if r.enlarged_area else []
+        also += ["every white cell set apart"] if r.white_cells else []
+        click.echo(f"review:      every cell at P >= {r.threshold:.4f}{''.join(', ' + a for a in also)} is shown to the "
                    f"microscopist; sensitivity {r.errors.sensitivity:.4f} (the reviewed parasitemia is corrected for the cells "
                    "it misses)")
     if bundle.cell_colour:

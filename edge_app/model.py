@@ -96,6 +96,10 @@ class Counting:
 
     threshold: float
     errors: CountingErrors
+    #: Review only: the cells shown whatever their score when its sensitivity was measured (edge_app.review): those
+    #: whose box is at least this many times their field's median (None: none), and the white cells set apart.
+    enlarged_area: float | None = None
+    white_cells: bool = False
 
 
 class ModelBundle:
@@ -113,7 +117,9 @@ class ModelBundle:
         c = self.meta.get("counting")
         self.counting = Counting(float(c["threshold"]), counting_errors(c)) if c else None
         r = self.meta.get(REVIEW_BLOCK)
-        self.review = Counting(float(r["threshold"]), counting_errors(r)) if r and c else None
+        self.review = Counting(float(r["threshold"]), counting_errors(r),
+                               float(r["enlarged_area"]) if r.get("enlarged_area") is not None else None,
+                               bool(r.get("white_cells", False))) if r and c else None
         stain = self.meta.get("stain")
         #: Median RGB of the training cells: each field's stain is matched to it (edge_app.stain); None for older models.
         self.cell_colour = tuple(float(v) for v in stain["cell_colour"]) if stain else None
@@ -271,6 +277,10 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
                     raise ValueError(f"threshold {c['threshold']}")
                 if key == REVIEW_BLOCK and meta.get("counting") and float(c["threshold"]) > float(meta["counting"]["threshold"]):
                     raise ValueError(f"threshold {c['threshold']} above the counting one: a review must show every cell counted")
+                if key == REVIEW_BLOCK and c.get("enlarged_area") is not None and not float(c["enlarged_area"]) > 1.0:
+                    raise ValueError(f"enlarged_area {c['enlarged_area']}: a cell is enlarged only above its field's median")
+                if key == REVIEW_BLOCK and not isinstance(c.get("white_cells", False), bool):
+                    raise ValueError(f"white_cells {c['white_cells']!r}")
             except (KeyError, TypeError, ValueError) as exc:
                 problems.append(f"{key} block ({exc})")
     if meta.get("stain") is not None:

@@ -117,10 +117,10 @@ def white_cell_rows(rows: list[dict]) -> Iterator[tuple[int, int, dict]]:
         yield no, seen[no], r
 
 
-def enlarged(areas: np.ndarray) -> np.ndarray:
-    """Which of one field's counted cells, given their box areas, are enlarged (see ENLARGED_AREA)."""
+def enlarged(areas: np.ndarray, limit: float = ENLARGED_AREA) -> np.ndarray:
+    """Which of one field's counted cells, given their box areas, are enlarged: at least `limit` times the median."""
     areas = np.asarray(areas, np.float64).reshape(-1)
-    return areas >= ENLARGED_AREA * np.median(areas) if len(areas) else np.zeros(0, bool)
+    return areas >= limit * np.median(areas) if len(areas) else np.zeros(0, bool)
 
 
 def row_box(r: dict) -> tuple[int, int, int, int]:
@@ -128,18 +128,23 @@ def row_box(r: dict) -> tuple[int, int, int, int]:
     return tuple(int(r[k]) for k in ("x", "y", "width", "height"))
 
 
-def review_cells(rows: list[dict], seed: str, threshold: float | None = None, spot_checks: int = SPOT_CHECKS) -> list[ReviewCell]:
+def review_cells(rows: list[dict], seed: str, threshold: float | None = None, spot_checks: int = SPOT_CHECKS,
+                 enlarged_area: float | None = None, white_cells: bool = False) -> list[ReviewCell]:
     """The cells to review, from a slide's result rows: every cell called Parasitized, at or above `threshold` (the
-    review threshold) or enlarged, in field order, then every white cell set apart, then the spot checks.
+    review threshold) or enlarged (with `enlarged_area`), in field order, then (with `white_cells`) every white cell
+    set apart, then the spot checks.
 
     Seeded by the slide's id, so the same cells come back after a restart
-    and on every device that opens the slide.
+    and on every device that opens the slide. What is shown whatever its
+    score comes from the review block the slide was counted with
+    (edge_app.model.Counting), since its sensitivity was measured so: a
+    slide counted before those cells were shown keeps its review.
     """
     counted = list(numbered_cells(rows))
     areas: dict[int, list[int]] = {}
     for no, r in counted:
         areas.setdefault(no, []).append(int(r["width"]) * int(r["height"]))
-    large = {no: iter(enlarged(a)) for no, a in areas.items()}
+    large = {no: iter(enlarged(a, enlarged_area) if enlarged_area else np.zeros(len(a), bool)) for no, a in areas.items()}
     cells = []
     for no, r in counted:
         p, uninfected = float(r["probability"]), r["label"] != LABELS[1]
@@ -147,7 +152,8 @@ def review_cells(rows: list[dict], seed: str, threshold: float | None = None, sp
         cells.append(ReviewCell(no, r["field"], int(r["cell"]), row_box(r), r["label"], p, uninfected, near,
                                 enlarged=bool(next(large[no])) and uninfected and not near))
     shown = [c for c in cells if c.kind != "spot"]
-    white = [ReviewCell(no, r["field"], i, row_box(r), WHITE_CALL, 0.0, True, white=True) for no, i, r in white_cell_rows(rows)]
+    white = [ReviewCell(no, r["field"], i, row_box(r), WHITE_CALL, 0.0, True, white=True)
+             for no, i, r in (white_cell_rows(rows) if white_cells else ())]
     nearest = sorted((c for c in cells if c.kind == "spot"), key=lambda c: -c.probability)[:SPOT_POOL * spot_checks]
     spot = random.Random(seed).sample(nearest, min(spot_checks, len(nearest)))
     return shown + white + sorted(spot, key=lambda c: (c.field_no, c.cell))

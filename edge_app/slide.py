@@ -237,7 +237,9 @@ class SlideRun:
             "results": self.results_path.name,
             "total": total.as_dict(),
             "white_cells": sum(c.white_cells for c in self.counts),
-            "review_from": {"threshold": self.review.threshold, "corrected_for": asdict(self.review.errors)} if self.review else None,
+            "review_from": {"threshold": self.review.threshold, "corrected_for": asdict(self.review.errors),
+                            "enlarged_area": self.review.enlarged_area, "white_cells": self.review.white_cells}
+            if self.review else None,
             "fields": [{"field": c.field, "cells": c.cells, "parasitized": c.parasitized, "error": c.error or None,
                         "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
                         "warnings": list(c.warnings), "white_cells": c.white_cells,
@@ -301,17 +303,20 @@ def slide_review(folder: str | os.PathLike, summary: dict, rows: list[dict] | No
     """The review of a slide so far: its cells to review and the decisions in its folder.
 
     With a review threshold (the summary's "review_from") every cell at or
-    above it is shown, and the reviewed count is corrected for the
-    sensitivity measured there; without one, the cells called Parasitized,
-    and the counting sensitivity.
+    above it is shown, and the enlarged and white cells when the review block
+    the slide was counted with was measured showing them, and the reviewed
+    count is corrected for the sensitivity measured there; without one, the
+    cells called Parasitized, and the counting sensitivity.
     """
     total = total_from_summary(summary)
     rows = slide_rows(folder, summary) if rows is None else rows
     review_from = summary.get("review_from")
     threshold = float(review_from["threshold"]) if review_from else None
     errors = CountingErrors(**review_from["corrected_for"]) if review_from else total.errors
-    return Review(review_cells(rows, str(summary.get("id") or read_identity(folder)["id"]), threshold), read_decisions(folder),
-                  total.cells, errors, total.min_cells)
+    shows = review_from or {}
+    return Review(review_cells(rows, str(summary.get("id") or read_identity(folder)["id"]), threshold,
+                               enlarged_area=shows.get("enlarged_area"), white_cells=bool(shows.get("white_cells"))),
+                  read_decisions(folder), total.cells, errors, total.min_cells)
 
 
 def publish(folder: str | os.PathLike, summary: dict | None = None) -> dict:

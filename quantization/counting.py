@@ -25,6 +25,7 @@ import numpy as np
 
 from edge_app.model import REVIEW_BLOCK, update_sidecar
 from edge_app.parasitemia import CountingErrors
+from edge_app.review import ENLARGED_AREA
 
 #: The review threshold's default share: a reviewer is shown at most 5 % of the detections that are not infected cells
 #: (on the real fields, about 7-9 cells a field), for a sensitivity near its ceiling on every stain (models/DETAILS.md).
@@ -82,8 +83,9 @@ def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.n
     counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
     review = None
     if counting is not None:
+        shows = {"enlarged_area": ENLARGED_AREA, "white_cells": True} if review_scores else {}
         review = write_counting(tflite, {**pooled_review(scores, review_scores or scores, review_fpr),
-                                         "max_false_positive_rate": review_fpr, **about}, REVIEW_BLOCK)
+                                         "max_false_positive_rate": review_fpr, **shows, **about}, REVIEW_BLOCK)
     else:
         update_sidecar(tflite, REVIEW_BLOCK, None)
     return counting, review

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edge_app.model import ModelBundle, ModelError
+from edge_app.review import ENLARGED_AREA
 from quantization.counting import add_counting, counting_threshold, pooled_counting, write_field_counting
 
 
@@ -182,6 +183,17 @@ def test_the_review_threshold_is_chosen_on_scores_and_its_sensitivity_counts_the
     t = review["threshold"]
     assert review["sensitivity"] == pytest.approx(np.mean(np.concatenate([i for _, i in shown]) >= t))
     assert review["sensitivity"] - alone[1]["sensitivity"] == pytest.approx(10 / 80)
+    # the block says what was shown whatever its score, so the app shows the same (edge_app.model.Counting)
+    assert (review["enlarged_area"], review["white_cells"]) == (ENLARGED_AREA, True)
+    assert "enlarged_area" not in alone[1] and ModelBundle(model_copy).review.enlarged_area is None
+    write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown)
+    assert ModelBundle(model_copy).review.enlarged_area == ENLARGED_AREA and ModelBundle(model_copy).review.white_cells
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["review"]["enlarged_area"] = 0.5
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="enlarged_area"):
+        ModelBundle(model_copy)
 
 
 def test_the_review_shows_enlarged_cells_whatever_their_score():

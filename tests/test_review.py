@@ -7,8 +7,8 @@ import json
 import pytest
 
 from edge_app.parasitemia import CountingErrors, Parasitemia, wilson_interval
-from edge_app.review import (REVIEW_FILE, SPOT_CHECKS, SPOT_POOL, WHITE_CALL, Review, ReviewCell, read_decisions,
-                             record_decision, review_cells)
+from edge_app.review import (ENLARGED_AREA, REVIEW_FILE, SPOT_CHECKS, SPOT_POOL, WHITE_CALL, Review, ReviewCell,
+                             read_decisions, record_decision, review_cells)
 from edge_app.slide import read_summary, slide_review
 from tests.conftest import drawn_slide
 
@@ -53,14 +53,16 @@ def test_every_white_cell_set_apart_is_shown_after_the_flagged_cells_each_by_its
     rows = _rows(n_fields=2)
     rows[45:45] = [_white("f1.png", 3), _white("f1.png", 70)]  # among field 1's rows, as a count writes them last
     rows.append(_white("f0.png", 9))  # a field resumed later keeps its position
-    cells = review_cells(rows, seed="slide-1")
+    cells = review_cells(rows, seed="slide-1", white_cells=True)
     white = [c for c in cells if c.white]
     assert [(c.key, c.box[0], c.call) for c in white] == [("1:w0", 3, WHITE_CALL), ("1:w1", 70, WHITE_CALL),
                                                          ("0:w0", 9, WHITE_CALL)]
     assert all(c.spot_check and not c.near for c in white)  # called not a parasite: Reject means a parasitised red cell
     kinds = ["flagged" if not c.spot_check else "white" if c.white else "spot" for c in cells]
     assert kinds == ["flagged"] * 8 + ["white"] * 3 + ["spot"] * SPOT_CHECKS
-    assert review_cells(rows, seed="slide-1") == cells
+    assert review_cells(rows, seed="slide-1", white_cells=True) == cells
+    # a slide counted with a review block measured without them (an older count) keeps its review as it was
+    assert not any(c.white for c in review_cells(rows, seed="slide-1"))
 
 
 def test_a_white_cell_rejected_is_a_parasitised_red_cell_put_back_into_the_count():
@@ -81,7 +83,7 @@ def test_an_enlarged_cell_called_uninfected_is_shown_whatever_its_score():
     rows = _rows(n_fields=2)
     big = next(r for r in rows if r["field"] == "f1.png" and r["label"] == "Uninfected" and r["probability"] < 0.1)
     big["width"] = big["height"] = 13  # 1.69 times its field's median box (10 x 10)
-    cells = review_cells(rows, seed="slide-1")
+    cells = review_cells(rows, seed="slide-1", enlarged_area=ENLARGED_AREA)
     shown = [c for c in cells if c.kind == "enlarged"]
     assert [(c.field_no, c.cell) for c in shown] == [(1, big["cell"])] and shown[0].spot_check and not shown[0].near
     assert cells.index(shown[0]) < 8 + 1  # among the cells always shown, before the spot checks
@@ -90,8 +92,9 @@ def test_an_enlarged_cell_called_uninfected_is_shown_whatever_its_score():
     d = done.as_dict()
     assert (d["enlarged"], d["enlarged_parasitised"], d["spot_checks_parasitised"]) == (1, 1, 0)
     assert done.parasites == 8 + 1 and done.cells_counted == 1000  # a red cell already counted: only the call changes
+    assert not any(c.kind == "enlarged" for c in review_cells(rows, seed="slide-1"))  # counted before: not shown
     big["width"] = big["height"] = 12  # 1.44 times: not enlarged
-    assert not any(c.kind == "enlarged" for c in review_cells(rows, seed="slide-1"))
+    assert not any(c.kind == "enlarged" for c in review_cells(rows, seed="slide-1", enlarged_area=ENLARGED_AREA))
 
 
 def _review(cells, decisions, counted=1000, errors=None):

@@ -152,9 +152,10 @@ def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_mo
     assert "1 white cell left out" in page
 
 
-def test_a_reviewer_sees_each_white_cell_left_out_and_can_put_a_parasitised_one_back(tmp_path, tiny_model):
+def test_a_reviewer_sees_each_white_cell_left_out_and_can_put_a_parasitised_one_back(tmp_path, model_copy):
     """A white cell set apart is in the review grid with its crop; rejected, it is counted as a parasitised red cell."""
     import io
+    import json
     import re
 
     from PIL import Image
@@ -162,11 +163,17 @@ def test_a_reviewer_sees_each_white_cell_left_out_and_can_put_a_parasitised_one_
     from edge_app.slide import read_summary
     from edge_app.web import create_app
 
-    _, out, _, _, _ = _counted_slide(tmp_path, tiny_model, "neutrophil", seed=4)
+    # a review block measured with the white cells shown, as real_fields_cv.py --write-counting writes it
+    side = model_copy.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["counting"] = {"threshold": 0.5, "sensitivity": 0.8, "false_positive_rate": 0.01}
+    meta["review"] = {"threshold": 0.5, "sensitivity": 0.9, "false_positive_rate": 0.05, "white_cells": True}
+    side.write_text(json.dumps(meta))
+    _, out, _, _, _ = _counted_slide(tmp_path, model_copy, "neutrophil", seed=4)
     summary = read_summary(out)
     assert summary["review"]["white_cells"] == 1
 
-    client = create_app(model=str(tiny_model), reviewer="Dr K").test_client()
+    client = create_app(model=str(model_copy), reviewer="Dr K").test_client()
     page = client.get(f"/slides/{summary['id']}").get_data(as_text=True)
     keys = re.findall(r'data-cell="([^"]+)"', page)
     assert "0:w0" in keys and "Set apart as a white cell, not counted" in page and "1 white cell, " in page
