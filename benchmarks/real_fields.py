@@ -140,19 +140,22 @@ def classifier_alone(model: ModelBundle, data: Path, names: list[str], annotatio
 
 
 def reviewed(counted: list[CountedField], annotations: dict, review: Counting) -> dict:
-    """The fields as one slide once every cell at or above the review threshold, every enlarged cell and every white
-    cell set apart was shown to a reviewer who is always right: an infected box found only by a white cell's box is
-    one the reviewer puts back into the count (edge_app.review)."""
-    shown = [(c.probabilities >= review.threshold) | enlarged(c.boxes[:, 2] * c.boxes[:, 3]) for c in counted]
+    """The fields as one slide once every cell at or above the review threshold, and the enlarged and white cells the
+    review block says, was shown to a reviewer who is always right: an infected box found only by a white cell's box
+    is one the reviewer puts back into the count (edge_app.review)."""
+    shown = [(c.probabilities >= review.threshold)
+             | (enlarged(c.boxes[:, 2] * c.boxes[:, 3], review.enlarged_area) if review.enlarged_area else False)
+             for c in counted]
     red = pooled([score_field(annotations[c.name], c.boxes, s) for c, s in zip(counted, shown)])
-    p = pooled([score_field(annotations[c.name], np.vstack([c.boxes, c.white]), np.r_[s, np.ones(len(c.white), bool)])
-                for c, s in zip(counted, shown)])
+    white = [c.white if review.white_cells else np.zeros((0, 4)) for c in counted]
+    p = pooled([score_field(annotations[c.name], np.vstack([c.boxes, w]), np.r_[s, np.ones(len(w), bool)])
+                for c, s, w in zip(counted, shown, white)])
     put_back = p.infected_found - red.infected_found
     slide = Parasitemia(red.detections + put_back, p.infected_found, min_cells=0, errors=review.errors.after_review())
     lo, hi = slide.interval
     return {"threshold": review.threshold, "cells_shown": p.called_parasitized,
             "cells_shown_per_field": p.called_parasitized / len(counted) if counted else None,
-            "white_cells_shown": sum(len(c.white) for c in counted), "white_cells_parasitised": put_back,
+            "white_cells_shown": sum(len(w) for w in white), "white_cells_parasitised": put_back,
             "confirmed": p.infected_found, "infected_shown": p.infected_found / p.infected if p.infected else None,
             "parasitemia": slide.fraction, "ci95": [lo, hi],
             "abs_relative_error": abs(slide.fraction - p.true_parasitemia) / p.true_parasitemia if p.true_parasitemia else None,

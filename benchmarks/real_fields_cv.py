@@ -41,6 +41,7 @@ from benchmarks.real_fields import (ORACLE, classifier_alone, count_fields, prin
 from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import Counting, ModelBundle, counting_errors, default_model_path  # noqa: E402
 from edge_app.parasitemia import CountingErrors  # noqa: E402
+from edge_app.review import ENLARGED_AREA  # noqa: E402
 from quantization.counting import REVIEW_FPR, pooled_counting, pooled_review, write_field_counting  # noqa: E402
 from training.fields import counting_scores, load_annotations, review_scores, runs_of  # noqa: E402
 
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         own_se, own_fpr = float(np.mean(own_i >= block["threshold"])), float(np.mean(own_h >= block["threshold"]))
         fold["reported_with_own_rates"] = (CountingErrors(own_se, own_fpr).correct(fold["raw_parasitemia"])
                                            if own_se > own_fpr else None)
-        fold["reviewed"] = reviewed(counted[k], annotations, Counting(review_block["threshold"], counting_errors(review_block)))
+        fold["reviewed"] = reviewed(counted[k], annotations, Counting(review_block["threshold"], counting_errors(review_block),
+                                                                      ENLARGED_AREA, white_cells=True))
         fold["classifier_alone"] = classifier_alone(models[k], data, held_out, annotations,
                                                     {"0.5": 0.5, "counting": block["threshold"]})
         report["folds"][str(k)] = fold

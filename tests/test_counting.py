@@ -158,7 +158,7 @@ def test_the_review_shows_every_white_cell_and_puts_back_an_infected_one_set_apa
     p = np.array([0.9] + [0.05] * 98)
     white = np.array([[0, 0, 50, 50], [20000, 0, 60, 60]])
     counted = [CountedField("f", red, p, 0.1, white=white)]
-    r = reviewed(counted, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))
+    r = reviewed(counted, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000), white_cells=True))
     assert (r["cells_shown"], r["white_cells_shown"], r["confirmed"], r["white_cells_parasitised"]) == (3, 2, 2, 1)
     assert r["parasitemia"] == pytest.approx(2 / 100 / 0.8)  # 99 red cells and the one put back
 
@@ -207,7 +207,10 @@ def test_the_review_shows_enlarged_cells_whatever_their_score():
                                                                              for i in range(2, 100)]
     detected = np.array([[b.x, b.y, b.w, b.h] for b in boxes], float)
     p = np.array([0.1, 0.9] + [0.05] * 98)
-    r = reviewed([CountedField("f", detected, p, 0.1)], {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))
+    field = [CountedField("f", detected, p, 0.1)]
+    r = reviewed(field, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000), ENLARGED_AREA))
     assert (r["cells_shown"], r["confirmed"]) == (2, 2)
+    before = reviewed(field, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))  # a block without them
+    assert (before["cells_shown"], before["confirmed"]) == (1, 1)
     assert sorted(counting_scores(boxes, detected, p)[1]) == [0.1, 0.9]
     assert sorted(review_scores(boxes, detected, p, np.zeros((0, 4)))[1]) == [0.9, 1.0]
