@@ -73,7 +73,8 @@ ORACLE = "1 % of these healthy cells (oracle)"
 
 @dataclass(frozen=True)
 class CountedField:
-    """One field as the pipeline counted it: each cell's box and P(Parasitized), and the seconds it took."""
+    """One field as the pipeline counted it: each red cell's box and P(Parasitized), the seconds it took, the field
+    check's warnings and the boxes set apart as white cells."""
 
     name: str
     boxes: np.ndarray

@@ -275,12 +275,13 @@ def _read_sidecar(tflite: Path) -> dict[str, Any]:
                 counting_errors(c)
                 if not 0.0 <= float(c["threshold"]) <= 1.0:
                     raise ValueError(f"threshold {c['threshold']}")
-                if key == REVIEW_BLOCK and meta.get("counting") and float(c["threshold"]) > float(meta["counting"]["threshold"]):
-                    raise ValueError(f"threshold {c['threshold']} above the counting one: a review must show every cell counted")
-                if key == REVIEW_BLOCK and c.get("enlarged_area") is not None and not float(c["enlarged_area"]) > 1.0:
-                    raise ValueError(f"enlarged_area {c['enlarged_area']}: a cell is enlarged only above its field's median")
-                if key == REVIEW_BLOCK and not isinstance(c.get("white_cells", False), bool):
-                    raise ValueError(f"white_cells {c['white_cells']!r}")
+                if key == REVIEW_BLOCK:
+                    if meta.get("counting") and float(c["threshold"]) > float(meta["counting"]["threshold"]):
+                        raise ValueError(f"threshold {c['threshold']} above the counting one: a review must show every cell counted")
+                    if c.get("enlarged_area") is not None and not float(c["enlarged_area"]) > 1.0:
+                        raise ValueError(f"enlarged_area {c['enlarged_area']}: a cell is enlarged only above its field's median")
+                    if not isinstance(c.get("white_cells", False), bool):
+                        raise ValueError(f"white_cells {c['white_cells']!r}")
             except (KeyError, TypeError, ValueError) as exc:
                 problems.append(f"{key} block ({exc})")
     if meta.get("stain") is not None:

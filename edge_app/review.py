@@ -6,8 +6,9 @@ every cell called Uninfected at or above the model's review threshold (the
 sidecar's "review" block: near the counting threshold, where the calls
 differ most from stain to stain); and a seeded random sample of the other
 Uninfected cells nearest the threshold (a spot check for missed
-parasites); every enlarged cell (`ENLARGED_AREA`), whatever its score;
-and every box set apart as a white cell (edge_app.white_cells),
+parasites); and, when the review block the slide was counted with was
+measured showing them, every enlarged cell (`ENLARGED_AREA`) whatever its
+score and every box set apart as a white cell (edge_app.white_cells),
 since a mature schizont's merozoites can stain like a nucleus and the rule
 cannot tell. Each gets Confirm (the app's call is right) or Reject (it is
 wrong: for a white cell, it is a parasitised red cell). When every shown

@@ -139,7 +139,8 @@ def pooled_review(scores: list[tuple[np.ndarray, np.ndarray]], shown: list[tuple
 def field_scores(model, detector, data: str | Path, names: list[str]
                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields:
-    for counting, and for the review (the white cells set apart scoring 1; training.fields.review_scores)."""
+    for counting, and for the review (the enlarged cells and the white cells set apart scoring 1;
+    training.fields.review_scores)."""
     from edge_app.preprocess import load_rgb
     from edge_app.smear import classify_cells, find_field_cells
     from training.fields import counting_scores, load_annotations, review_scores
