@@ -49,8 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,46 +56,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_app.detect import CellDetector, default_detector_path  # noqa: E402
-from edge_app.field_check import STAIN_WARNING, check_field  # noqa: E402
+from edge_app.field_check import STAIN_WARNING  # noqa: E402
 from edge_app.model import Counting, ModelBundle, default_model_path  # noqa: E402
 from edge_app.parasitemia import Parasitemia  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
 from edge_app.review import enlarged  # noqa: E402
-from edge_app.smear import cells_in_boxes, classify_cells, find_field_cells  # noqa: E402
+from edge_app.smear import cells_in_boxes, classify_cells  # noqa: E402
 from quantization.counting import counting_threshold  # noqa: E402
-from training.fields import DIFFICULT, INFECTED, FieldScore, load_annotations, pooled, runs_of, score_field  # noqa: E402
+from training.fields import (DIFFICULT, INFECTED, CountedField, FieldScore, count_fields, load_annotations, pooled,  # noqa: E402
+                             runs_of, score_field)
 
 #: The label of the oracle threshold in classifier_alone's results.
 ORACLE = "1 % of these healthy cells (oracle)"
-
-
-@dataclass(frozen=True)
-class CountedField:
-    """One field as the pipeline counted it: each red cell's box and P(Parasitized), the seconds it took, the field
-    check's warnings and the boxes set apart as white cells."""
-
-    name: str
-    boxes: np.ndarray
-    probabilities: np.ndarray
-    seconds: float
-    warnings: tuple[str, ...] = ()
-    white: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # boxes set apart as white cells
-
-
-def count_fields(model: ModelBundle, detector: CellDetector | None, data: Path, names: list[str]) -> list[CountedField]:
-    """Each field counted as `smear` counts it, with the field check's warnings against the detector's training fields."""
-    counted = []
-    for name in names:
-        rgb = load_rgb(data / "images" / name)
-        start = time.perf_counter()
-        found = find_field_cells(rgb, detector)
-        results = classify_cells(model, found.red, 0.5)
-        seconds = time.perf_counter() - start
-        boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
-        white = np.array([[c.x, c.y, c.width, c.height] for c in found.white]).reshape(-1, 4)
-        warned = tuple(check_field(rgb, found.red, detector)[1])
-        counted.append(CountedField(name, boxes, np.array([r.probability for r in results]), seconds, warned, white))
-    return counted
 
 
 def score_counted(counted: list[CountedField], annotations: dict, threshold: float) -> list[FieldScore]:

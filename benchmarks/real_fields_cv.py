@@ -36,14 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.real_fields import (ORACLE, classifier_alone, count_fields, print_summary, reviewed, score_counted,  # noqa: E402
-                                    summarise, write_report)
+from benchmarks.real_fields import (ORACLE, classifier_alone, print_summary, reviewed, score_counted, summarise,  # noqa: E402
+                                    write_report)
 from edge_app.detect import CellDetector  # noqa: E402
 from edge_app.model import Counting, ModelBundle, counting_errors, default_model_path  # noqa: E402
 from edge_app.parasitemia import CountingErrors  # noqa: E402
-from edge_app.review import ENLARGED_AREA  # noqa: E402
+from edge_app.review import REVIEW_SHOWS  # noqa: E402
 from quantization.counting import REVIEW_FPR, pooled_counting, pooled_review, write_field_counting  # noqa: E402
-from training.fields import counting_scores, load_annotations, review_scores, runs_of  # noqa: E402
+from training.fields import count_fields, counting_scores, load_annotations, review_scores, runs_of  # noqa: E402
 
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
         counted[k] = count_fields(model, detector, data, held_out)
         for scores, of_field in ((scores_for_counting, lambda c: counting_scores(annotations[c.name], c.boxes, c.probabilities)),
-                                 (scores_for_review, lambda c: review_scores(annotations[c.name], c.boxes, c.probabilities, c.white))):
+                                 (scores_for_review, lambda c: review_scores(annotations[c.name], c.boxes, c.probabilities, c.white,
+                                                                                       REVIEW_SHOWS))):
             per_field = [of_field(c) for c in counted[k]]
             scores[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
         models[k] = model
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         fold["reported_with_own_rates"] = (CountingErrors(own_se, own_fpr).correct(fold["raw_parasitemia"])
                                            if own_se > own_fpr else None)
         fold["reviewed"] = reviewed(counted[k], annotations, Counting(review_block["threshold"], counting_errors(review_block),
-                                                                      ENLARGED_AREA, white_cells=True))
+                                                                      **REVIEW_SHOWS))
         fold["classifier_alone"] = classifier_alone(models[k], data, held_out, annotations,
                                                     {"0.5": 0.5, "counting": block["threshold"]})
         report["folds"][str(k)] = fold
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         counting, review = write_field_counting(
             args.write_counting, list(scores_for_counting.values()), args.max_fpr, args.review_fpr,
             {"measured_on": f"{sum(len(r) for r in runs)} real fields in {len(runs)} runs, each counted by a detector and "
-                            "classifier trained without it (out-of-fold)"}, list(scores_for_review.values()))
+                            "classifier trained without it (out-of-fold)"}, list(scores_for_review.values()), REVIEW_SHOWS)
         report["written_counting"], report["written_review"] = counting, review
         for name, block in (("counting", counting), ("review", review)):
             print(f"{args.write_counting}: " + (f"{name} threshold {block['threshold']:.4f}, sensitivity {block['sensitivity']:.3f}, "

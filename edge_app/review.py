@@ -50,6 +50,10 @@ WHITE_CALL = "white cell"
 #: scores such cells low (models/DETAILS.md, "The review threshold"): a counted cell whose box is at least this many
 #: times its field's median box is shown for review whatever its score.
 ENLARGED_AREA = 1.5
+#: What a review block measured now is measured showing besides the cells at its threshold, whatever their score:
+#: training.fields.review_scores scores these cells as shown, the block records it (edge_app.model.Counting), and
+#: serve shows them.
+REVIEW_SHOWS = {"enlarged_area": ENLARGED_AREA, "white_cells": True}
 #: Uninfected cells shown per slide, drawn from the SPOT_POOL * SPOT_CHECKS nearest the threshold.
 SPOT_CHECKS = 12
 SPOT_POOL = 3

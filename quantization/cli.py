@@ -209,6 +209,7 @@ def counting_fields(model, data, detector, runs, max_fpr, review_fpr, threads) -
     """
     from edge_app.detect import CellDetector, default_detector_path
     from edge_app.model import ModelBundle
+    from edge_app.review import REVIEW_SHOWS
     from quantization.counting import check_review_share, field_scores, write_field_counting
     from training.fields import load_annotations, runs_of
 
@@ -220,11 +221,11 @@ def counting_fields(model, data, detector, runs, max_fpr, review_fpr, threads) -
     chosen = sorted(set(runs)) if runs else list(range(len(grouped)))
     names = [n for k in chosen for n in grouped[k]]
     finder = CellDetector(detector or default_detector_path(), threads=threads)
-    scores, review_scores = field_scores(ModelBundle(model, threads=threads), finder, data, names)
+    scores, review_scores = field_scores(ModelBundle(model, threads=threads), finder, data, names, REVIEW_SHOWS)
     counting, review = write_field_counting(model, [scores], max_fpr, review_fpr, {
         "detector_sha256": finder.meta["tflite_sha256"],
         "measured_on": f"{len(names)} real fields (runs {', '.join(map(str, chosen))} of {Path(data).resolve().name}), "
-                       f"cells found by {finder.name}"}, [review_scores])
+                       f"cells found by {finder.name}"}, [review_scores], REVIEW_SHOWS)
     click.echo(f"{model}: {_counting_text(counting)}", err=True)
     if review:
         click.echo(f"{model}: {_counting_text(review, 'review')}", err=True)

@@ -20,12 +20,12 @@ does not (models/DETAILS.md, "The review threshold").
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from edge_app.model import REVIEW_BLOCK, update_sidecar
 from edge_app.parasitemia import CountingErrors
-from edge_app.review import ENLARGED_AREA
 
 #: The review threshold's default share: a reviewer is shown at most 5 % of the detections that are not infected cells
 #: (on the real fields, about 7-9 cells a field), for a sensitivity near its ceiling on every stain (models/DETAILS.md).
@@ -62,30 +62,33 @@ def add_counting(tflite: str | Path, x: np.ndarray, y: np.ndarray, max_fpr: floa
 
 
 def write_field_counting(tflite: str | Path, scores: list[tuple[np.ndarray, np.ndarray]], max_fpr: float, review_fpr: float,
-                         about: dict, review_scores: list[tuple[np.ndarray, np.ndarray]] | None = None
-                         ) -> tuple[dict | None, dict | None]:
+                         about: dict, review_scores: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                         shows: Mapping | None = None) -> tuple[dict | None, dict | None]:
     """Choose and store the counting and review thresholds and the rates there, from the pipeline's scores on real fields.
 
     `scores`: per run of fields, the P(Parasitized) of the detections that
     are not infected cells and each infected cell's best P (`field_scores`,
     training.fields.counting_scores), from fields whose cells the models
-    never saw; `review_scores` the same with the cells the review shows
-    whatever their score at 1 (training.fields.review_scores; `scores` when
-    not given). The counting threshold is the lowest at which at most
-    `max_fpr` of those detections are called Parasitized, the review
-    threshold the lowest for `review_fpr` (the share of them a reviewer is
-    shown besides), with its sensitivity from `review_scores`
-    (`pooled_review`). `about` (what they were measured on) goes into both blocks.
-    Returns the blocks written (None: not written, rates no better than
-    chance; no review without a counting block).
+    never saw; `review_scores` the same with the cells the review `shows`
+    whatever their score at 1 (training.fields.review_scores; `scores`, and
+    nothing shown so, when not given). The counting threshold is the lowest
+    at which at most `max_fpr` of those detections are called Parasitized,
+    the review threshold the lowest for `review_fpr` (the share of them a
+    reviewer is shown besides), with its sensitivity from `review_scores`
+    (`pooled_review`); the review block records `shows`, so that the app
+    shows what the sensitivity was measured showing. `about` (what they
+    were measured on) goes into both blocks. Returns the blocks written
+    (None: not written, rates no better than chance; no review without a
+    counting block).
     """
     check_review_share(max_fpr, review_fpr)
+    if (review_scores is None) != (shows is None):
+        raise ValueError("review scores and what the review shows go together")
     counting = write_counting(tflite, {**pooled_counting(scores, max_fpr), "max_false_positive_rate": max_fpr, **about})
     review = None
     if counting is not None:
-        shows = {"enlarged_area": ENLARGED_AREA, "white_cells": True} if review_scores else {}
         review = write_counting(tflite, {**pooled_review(scores, review_scores or scores, review_fpr),
-                                         "max_false_positive_rate": review_fpr, **shows, **about}, REVIEW_BLOCK)
+                                         "max_false_positive_rate": review_fpr, **(shows or {}), **about}, REVIEW_BLOCK)
     else:
         update_sidecar(tflite, REVIEW_BLOCK, None)
     return counting, review
@@ -136,24 +139,17 @@ def pooled_review(scores: list[tuple[np.ndarray, np.ndarray]], shown: list[tuple
     return block
 
 
-def field_scores(model, detector, data: str | Path, names: list[str]
+def field_scores(model, detector, data: str | Path, names: list[str], shows: Mapping
                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields:
-    for counting, and for the review (the enlarged cells and the white cells set apart scoring 1;
-    training.fields.review_scores)."""
-    from edge_app.preprocess import load_rgb
-    from edge_app.smear import classify_cells, find_field_cells
-    from training.fields import counting_scores, load_annotations, review_scores
+    """P(Parasitized) of the detections that are not infected cells, and each infected cell's best P, on these fields
+    counted as `smear` counts them (training.fields.count_fields): for counting, and for a review that `shows` some
+    cells whatever their score (those scoring 1; training.fields.review_scores)."""
+    from training.fields import count_fields, counting_scores, load_annotations, review_scores
 
     annotations = load_annotations(Path(data) / "annotations.json")
-    counting, review = [], []
-    for name in names:
-        found = find_field_cells(load_rgb(Path(data) / "images" / name), detector)
-        results = classify_cells(model, found.red, 0.5)
-        boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
-        p = np.array([r.probability for r in results])
-        counting.append(counting_scores(annotations[name], boxes, p))
-        review.append(review_scores(annotations[name], boxes, p, [[c.x, c.y, c.width, c.height] for c in found.white]))
+    counted = count_fields(model, detector, data, names)
+    counting = [counting_scores(annotations[c.name], c.boxes, c.probabilities) for c in counted]
+    review = [review_scores(annotations[c.name], c.boxes, c.probabilities, c.white, shows) for c in counted]
     return tuple((np.concatenate([h for h, _ in per]), np.concatenate([i for _, i in per])) for per in (counting, review))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_app.model import ModelBundle, ModelError
-from edge_app.review import ENLARGED_AREA
+from edge_app.review import ENLARGED_AREA, REVIEW_SHOWS
 from quantization.counting import add_counting, counting_threshold, pooled_counting, write_field_counting
 
 
@@ -129,10 +129,10 @@ def test_counting_fields_measures_the_pipeline_on_annotated_fields(tiny_model, t
 
 
 def test_the_reviewed_figure_counts_the_infected_cells_shown_and_corrects_for_the_ones_below_the_threshold():
-    from benchmarks.real_fields import CountedField, reviewed
+    from benchmarks.real_fields import reviewed
     from edge_app.model import Counting
     from edge_app.parasitemia import CountingErrors
-    from training.fields import Box
+    from training.fields import Box, CountedField
 
     boxes = [Box(100 * i, 0, 50, 50, "ring" if i < 4 else "red blood cell") for i in range(100)]
     # Detections on every box: the four infected ones score 0.9, 0.5, 0.3 and 0.1; healthy ones 0.4 (ten) or 0.05.
@@ -147,10 +147,10 @@ def test_the_reviewed_figure_counts_the_infected_cells_shown_and_corrects_for_th
 
 
 def test_the_review_shows_every_white_cell_and_puts_back_an_infected_one_set_apart_as_one():
-    from benchmarks.real_fields import CountedField, reviewed
+    from benchmarks.real_fields import reviewed
     from edge_app.model import Counting
     from edge_app.parasitemia import CountingErrors
-    from training.fields import Box, counting_scores, review_scores
+    from training.fields import Box, CountedField, counting_scores, review_scores
 
     boxes = [Box(100 * i, 0, 50, 50, "schizont" if i < 2 else "red blood cell") for i in range(100)]
     # The first infected cell is set apart as a white cell (no red-cell detection); a real white cell lies on no box.
@@ -164,7 +164,7 @@ def test_the_review_shows_every_white_cell_and_puts_back_an_infected_one_set_apa
 
     healthy, infected = counting_scores(boxes, red, p)
     assert sorted(infected) == [0.0, 0.9]  # counting never sees the cell set apart
-    healthy_r, infected_r = review_scores(boxes, red, p, white)
+    healthy_r, infected_r = review_scores(boxes, red, p, white, REVIEW_SHOWS)
     assert sorted(infected_r) == [0.9, 1.0] and len(healthy_r) == len(healthy) + 1 and healthy_r.max() == 1.0
 
 
@@ -174,7 +174,7 @@ def test_the_review_threshold_is_chosen_on_scores_and_its_sensitivity_counts_the
     # 100 white or enlarged cells a run, always shown (at 1); 5 of them are infected cells that scored 0.01
     runs = [(h, np.r_[i[:-5], np.full(5, 0.01)]) for h, i in runs]
     shown = [(np.r_[h, np.ones(100)], np.r_[i[:-5], np.ones(5)]) for h, i in runs]
-    counting, review = write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown)
+    counting, review = write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown, REVIEW_SHOWS)
     alone = write_field_counting(model_copy, runs, 0.01, 0.05, {})
     assert counting == alone[0]  # counting is not affected
     # the threshold is where 5 % of the other detections score, the cells always shown on top of that share ...
@@ -186,7 +186,7 @@ def test_the_review_threshold_is_chosen_on_scores_and_its_sensitivity_counts_the
     # the block says what was shown whatever its score, so the app shows the same (edge_app.model.Counting)
     assert (review["enlarged_area"], review["white_cells"]) == (ENLARGED_AREA, True)
     assert "enlarged_area" not in alone[1] and ModelBundle(model_copy).review.enlarged_area is None
-    write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown)
+    write_field_counting(model_copy, runs, 0.01, 0.05, {}, shown, REVIEW_SHOWS)
     assert ModelBundle(model_copy).review.enlarged_area == ENLARGED_AREA and ModelBundle(model_copy).review.white_cells
     side = model_copy.with_suffix(".json")
     meta = json.loads(side.read_text())
@@ -197,10 +197,10 @@ def test_the_review_threshold_is_chosen_on_scores_and_its_sensitivity_counts_the
 
 
 def test_the_review_shows_enlarged_cells_whatever_their_score():
-    from benchmarks.real_fields import CountedField, reviewed
+    from benchmarks.real_fields import reviewed
     from edge_app.model import Counting
     from edge_app.parasitemia import CountingErrors
-    from training.fields import Box, counting_scores, review_scores
+    from training.fields import Box, CountedField, counting_scores, review_scores
 
     # a gametocyte (twice a red cell's area) scoring 0.1, a ring scoring 0.9, and 98 healthy cells scoring 0.05
     boxes = [Box(0, 0, 70, 70, "gametocyte"), Box(100, 0, 50, 50, "ring")] + [Box(100 * i, 0, 50, 50, "red blood cell")
@@ -213,4 +213,21 @@ def test_the_review_shows_enlarged_cells_whatever_their_score():
     before = reviewed(field, {"f": boxes}, Counting(0.5, CountingErrors(0.8, 0.05, 400, 10000)))  # a block without them
     assert (before["cells_shown"], before["confirmed"]) == (1, 1)
     assert sorted(counting_scores(boxes, detected, p)[1]) == [0.1, 0.9]
-    assert sorted(review_scores(boxes, detected, p, np.zeros((0, 4)))[1]) == [0.9, 1.0]
+    assert sorted(review_scores(boxes, detected, p, np.zeros((0, 4)), REVIEW_SHOWS)[1]) == [0.9, 1.0]
+
+
+def test_the_review_scores_show_only_what_the_review_block_says(model_copy):
+    from training.fields import Box, review_scores
+
+    boxes = [Box(0, 0, 70, 70, "gametocyte"), Box(100, 0, 50, 50, "schizont")] + [Box(100 * i, 0, 50, 50, "red blood cell")
+                                                                                  for i in range(2, 100)]
+    detected = np.array([[b.x, b.y, b.w, b.h] for b in boxes[:1] + boxes[2:]], float)  # the schizont set apart as white
+    p = np.array([0.1] + [0.05] * 98)
+    white = np.array([[100, 0, 50, 50]])
+    nothing = review_scores(boxes, detected, p, white, {"enlarged_area": None, "white_cells": False})
+    assert sorted(nothing[1]) == [0.0, 0.1] and len(nothing[0]) == 98
+    assert sorted(review_scores(boxes, detected, p, white, {"enlarged_area": None, "white_cells": True})[1]) == [0.1, 1.0]
+    assert sorted(review_scores(boxes, detected, p, white, {"enlarged_area": 1.5, "white_cells": False})[1]) == [0.0, 1.0]
+    runs = [(np.linspace(0, 0.5, 200), np.linspace(0.4, 1, 20))] * 2
+    with pytest.raises(ValueError, match="go together"):
+        write_field_counting(model_copy, runs, 0.01, 0.05, {}, runs)

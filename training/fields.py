@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+if TYPE_CHECKING:
+    from edge_app.detect import CellDetector
+    from edge_app.model import ModelBundle
 
 INFECTED = ("ring", "trophozoite", "schizont", "gametocyte")
 HEALTHY = "red blood cell"
@@ -180,10 +186,11 @@ def score_field(truth: list[Box], detected: np.ndarray, parasitized: np.ndarray)
     )
 
 
-def review_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarray,
-                  white: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the review's sensitivity is measured on: `counting_scores` with every cell the review shows whatever its
-    score (an enlarged cell, edge_app.review.enlarged, and each box set apart as a white cell) scoring 1.
+def review_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarray, white: np.ndarray,
+                  shows: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """What the review's sensitivity is measured on: `counting_scores` with every cell the review `shows` whatever its
+    score (edge_app.review.REVIEW_SHOWS: an enlarged cell, edge_app.review.enlarged, and each box set apart as a white
+    cell) scoring 1.
 
     An infected cell among those is found by the review, so the reviewed
     count is corrected only for the ones it is not shown.
@@ -191,14 +198,52 @@ def review_scores(truth: list[Box], detected: np.ndarray, probability: np.ndarra
     from edge_app.review import enlarged
 
     detected = np.asarray(detected, np.float64).reshape(-1, 4)
-    white = np.asarray(white, np.float64).reshape(-1, 4)
-    shown = np.where(enlarged(detected[:, 2] * detected[:, 3]), 1.0, np.asarray(probability, np.float64).reshape(-1))
-    return counting_scores(truth, np.vstack([detected, white]), np.r_[shown, np.ones(len(white))])
+    white = np.asarray(white, np.float64).reshape(-1, 4) if shows.get("white_cells") else np.zeros((0, 4))
+    probability = np.asarray(probability, np.float64).reshape(-1)
+    if shows.get("enlarged_area"):
+        probability = np.where(enlarged(detected[:, 2] * detected[:, 3], shows["enlarged_area"]), 1.0, probability)
+    return counting_scores(truth, np.vstack([detected, white]), np.r_[probability, np.ones(len(white))])
 
 
 def pooled(scores: list[FieldScore]) -> FieldScore:
     """Sum of field scores: the figures of all fields taken as one slide."""
     return FieldScore(*(sum(getattr(s, f) for s in scores) for f in FieldScore.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class CountedField:
+    """One field as the pipeline counted it: each red cell's box and P(Parasitized), the seconds it took, the field
+    check's warnings and the boxes set apart as white cells."""
+
+    name: str
+    boxes: np.ndarray
+    probabilities: np.ndarray
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    white: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # boxes set apart as white cells
+
+
+def count_fields(model: ModelBundle, detector: CellDetector | None, data: str | Path, names: list[str]) -> list[CountedField]:
+    """Each field counted as `smear` counts it, with the field check's warnings against the detector's training fields:
+    what the benchmarks score and the counting thresholds are measured on, so the two cannot count differently."""
+    from edge_app.preprocess import load_rgb
+
+    return [count_field(model, detector, name, load_rgb(Path(data) / "images" / name)) for name in names]
+
+
+def count_field(model: ModelBundle, detector: CellDetector | None, name: str, rgb: np.ndarray) -> CountedField:
+    """One field counted as `smear` counts it (see `count_fields`)."""
+    from edge_app.field_check import check_field
+    from edge_app.smear import classify_cells, find_field_cells
+
+    start = time.perf_counter()
+    found = find_field_cells(rgb, detector)
+    results = classify_cells(model, found.red, 0.5)
+    seconds = time.perf_counter() - start
+    boxes = np.array([[r.cell.x, r.cell.y, r.cell.width, r.cell.height] for r in results]).reshape(-1, 4)
+    white = np.array([[c.x, c.y, c.width, c.height] for c in found.white]).reshape(-1, 4)
+    warned = tuple(check_field(rgb, found.red, detector)[1])
+    return CountedField(name, boxes, np.array([r.probability for r in results]), seconds, warned, white)
 
 
 def export_cells(data: str | Path, names: list[str], out: str | Path,
