@@ -82,18 +82,31 @@ def field_input(rgb: np.ndarray, height: int, width: int, scale: float, stain: s
     zero density for "od"); a field too large for the input after that
     resize is shrunk further to fit.
     """
+    h, w = _check_rgb(rgb)
+    s = min(scale, height / h, width / w)
+    return pad_input(input_image(rgb, s, stain), height, width, stain), s
+
+
+def _check_rgb(rgb: np.ndarray) -> tuple[int, int]:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image, got shape {rgb.shape} dtype {rgb.dtype}")
-    h, w = rgb.shape[:2]
-    s = min(scale, height / h, width / w)
+    return rgb.shape[0], rgb.shape[1]
+
+
+def input_image(rgb: np.ndarray, s: float, stain: str = "rgb") -> np.ndarray:
+    """A field as the detector sees it, any size: resized by s, in optical density when `stain` is "od"."""
     small = resize_field(rgb, s)
-    if stain == "od":
-        small = optical_density(small)
-    nh, nw = min(height, small.shape[0]), min(width, small.shape[1])
+    return optical_density(small) if stain == "od" else small
+
+
+def pad_input(image: np.ndarray, height: int, width: int, stain: str = "rgb", fill: np.ndarray | None = None) -> np.ndarray:
+    """(Part of) `input_image` in the detector's (height, width, 3) input, cut or padded at the right and bottom with
+    the background: `fill`, else the image's median colour ("rgb"), or zero density ("od")."""
+    nh, nw = min(height, image.shape[0]), min(width, image.shape[1])
     out = np.empty((height, width, 3), np.uint8)
-    out[:] = 0 if stain == "od" else background_colour(small)
-    out[:nh, :nw] = small[:nh, :nw]
-    return out, s
+    out[:] = 0 if stain == "od" else (background_colour(image) if fill is None else fill)
+    out[:nh, :nw] = image[:nh, :nw]
+    return out
 
 
 def resize_field(rgb: np.ndarray, s: float) -> np.ndarray:
@@ -108,8 +121,12 @@ def background_colour(rgb: np.ndarray) -> np.ndarray:
     return np.median(rgb.reshape(-1, 3), axis=0).astype(np.uint8)
 
 
+#: Boxes overlapping a stronger one by more than this are the same cell found twice.
+NMS_IOU = 0.6
+
+
 def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, field_shape: tuple[int, int],
-           nms_iou: float = 0.6) -> list[Detection]:
+           nms_iou: float = NMS_IOU) -> list[Detection]:
     """Detections from the network's outputs: heat (H, W) in 0..1 and box (H, W, 4) = width, height, dx, dy in grid units.
 
     A centre is a grid cell at or above `threshold` that is the maximum of its
@@ -136,10 +153,34 @@ def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, fi
     x1, y1 = np.clip(cx + bw / 2, 1, fw), np.clip(cy + bh / 2, 1, fh)
     scores = heat[ys, xs].astype(np.float64)
     rects = [[float(a), float(c), float(e - a), float(f - c)] for a, c, e, f in zip(x0, y0, x1, y1)]
-    keep = cv2.dnn.NMSBoxes(rects, scores.tolist(), float(threshold), float(nms_iou))
-    keep = sorted(np.asarray(keep, int).reshape(-1).tolist())
     return [Detection(int(round(rects[i][0])), int(round(rects[i][1])), max(1, int(round(rects[i][2]))),
-                      max(1, int(round(rects[i][3]))), float(scores[i])) for i in keep]
+                      max(1, int(round(rects[i][3]))), float(scores[i])) for i in _suppressed(rects, scores, threshold, nms_iou)]
+
+
+def _suppressed(rects: list[list[float]], scores: np.ndarray, threshold: float, nms_iou: float) -> list[int]:
+    """Which boxes (x, y, width, height) scoring above `threshold` are left, in their order, once each overlapping a
+    stronger one by more than `nms_iou` is dropped."""
+    keep = cv2.dnn.NMSBoxes(rects, np.asarray(scores, np.float64).tolist(), float(threshold), float(nms_iou))
+    return sorted(np.asarray(keep, int).reshape(-1).tolist())
+
+
+def _tile_step(tile: int) -> int:
+    """How far apart tiles of `tile` pixels start: TILE_OVERLAP less than a tile, at most half of one."""
+    return max(tile - TILE_OVERLAP, tile // 2)
+
+
+def _tile_origins(size: int, tile: int) -> list[int]:
+    """Where tiles of `tile` pixels start along a side of `size`, overlapping by at least `tile - _tile_step(tile)`,
+    the last one flush with the end."""
+    origins = list(range(0, max(size - tile, 0) + 1, _tile_step(tile)))
+    return origins + [size - tile] if origins[-1] + tile < size else origins
+
+
+def _clipped(rect: list[float], score: float, field_shape: tuple[int, int]) -> Detection:
+    fh, fw = field_shape
+    x0, y0 = min(max(rect[0], 0), fw - 1), min(max(rect[1], 0), fh - 1)
+    x1, y1 = min(max(rect[0] + rect[2], 1), fw), min(max(rect[1] + rect[3], 1), fh)
+    return Detection(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0))), float(score))
 
 
 #: The threshold is tuned for the best match over all of a field's boxes, and the infected cells the detector misses
@@ -162,6 +203,21 @@ def confident_or_large(found: list[Detection], threshold: float) -> list[Detecti
         return []
     large = LARGE_CELL_AREA * float(np.median([d.width * d.height for d in confident]))
     return [d for d in found if d.score >= threshold or d.width * d.height >= large]
+
+
+#: Cells are found best at the size the detector was trained on (its sidecar's `field_ranges.cell_size`, in input
+#: pixels); it was trained at 0.7-1.4x that, and its boxes saturate outside (about 14 and 32 px for 20 px cells). A
+#: field whose cells' median box, at the default scale, is under CELL_SIZE_LOW times the smallest training size or
+#: over CELL_SIZE_HIGH times the largest (a lower or higher magnification, another camera) is detected again at the
+#: scale that brings them to the middle of that range, up to MAX_PASSES passes (models/DETAILS.md, "Magnification").
+CELL_SIZE_LOW = 0.8
+CELL_SIZE_HIGH = 1.1
+#: Once rescaled, a field is rescaled again until its cells' median box is within this share of that middle.
+CELL_SIZE_SETTLE = 0.1
+MAX_PASSES = 4
+#: Overlap of neighbouring tiles, in input pixels, when a field at the cells' scale is larger than the input: about
+#: three cells, so every cell lies whole in the inner part of some tile.
+TILE_OVERLAP = 64
 
 
 class CellDetector:
@@ -209,16 +265,79 @@ class CellDetector:
         scale, zero = detail["quantization"]
         return (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32)
 
-    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """The network's heat map and boxes for a field, and the field-to-input scale."""
-        pixels, scale = field_input(rgb, self.height, self.width, self.scale, self.stain)
+    def _run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._interp.set_tensor(self._in["index"], quantize_input(pixels[None], self._in))
         self._interp.invoke()
-        return self._output(self._heat)[..., 0], self._output(self._box), scale
+        return self._output(self._heat)[..., 0], self._output(self._box)
 
-    def detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Detection]:
-        """The red cells in a field, in reading order: those at or above the threshold, and large ones a little below it."""
-        heat, box, scale = self.raw(rgb)
+    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The network's heat map and boxes for a field at its default scale, and the field-to-input scale."""
+        pixels, scale = field_input(rgb, self.height, self.width, self.scale, self.stain)
+        return (*self._run(pixels), scale)
+
+    @property
+    def cell_sizes(self) -> tuple[float, float] | None:
+        """The smallest and largest median cell box side (input pixels) of the fields it was trained on, if recorded."""
+        sizes = self.meta.get("field_ranges", {}).get("cell_size")
+        return (float(sizes["min"]), float(sizes["max"])) if sizes else None
+
+    def detect(self, rgb: np.ndarray, threshold: float | None = None, passes: int = MAX_PASSES) -> list[Detection]:
+        """The red cells in a field, in reading order: those at or above the threshold, and large ones a little below it.
+
+        When the cells come out far smaller or larger than those the detector
+        was trained on (see CELL_SIZE_LOW), the field is detected again at
+        the scale their boxes say, in tiles where it is then larger than the
+        input: the detector's own boxes measure the magnification, so none
+        has to be configured. `passes=1` detects at the default scale only.
+        """
         threshold = self.threshold if threshold is None else threshold
-        found = decode(heat, box, max(threshold - LARGE_CELL_MARGIN, 0.01), scale, rgb.shape[:2])
+        low = max(threshold - LARGE_CELL_MARGIN, 0.01)
+        heat, box, s = self.raw(rgb)
+        found = decode(heat, box, low, s, rgb.shape[:2])
+        for rescaled in range(passes - 1):
+            s = self._cells_scale(found, s, threshold, settle=rescaled > 0)
+            if s is None:
+                break
+            again = self._found_at(rgb, s, low)
+            if not any(d.score >= threshold for d in again):
+                break  # rescaled to where nothing is found: keep what the pass before found
+            found = again
         return sorted(confident_or_large(found, threshold), key=lambda d: (d.y + d.height // 2, d.x))
+
+    def _cells_scale(self, found: list[Detection], s: float, threshold: float, settle: bool = False) -> float | None:
+        """The scale that brings the cells found at scale `s` to the middle of the training fields' cell sizes; None when
+        there is nothing to measure, or they are near enough to them already: within CELL_SIZE_LOW and CELL_SIZE_HIGH
+        of that range at the default scale, within CELL_SIZE_SETTLE of its middle once rescaled (`settle`)."""
+        sizes = self.cell_sizes
+        confident = [d.width * d.height for d in found if d.score >= threshold]
+        if sizes is None or not confident:
+            return None
+        side = s * float(np.sqrt(np.median(confident)))
+        middle = float(np.sqrt(sizes[0] * sizes[1]))
+        lo, hi = (middle / (1 + CELL_SIZE_SETTLE), middle * (1 + CELL_SIZE_SETTLE)) if settle else \
+            (CELL_SIZE_LOW * sizes[0], CELL_SIZE_HIGH * sizes[1])
+        return None if lo <= side <= hi else s * middle / side
+
+    def _found_at(self, rgb: np.ndarray, s: float, threshold: float) -> list[Detection]:
+        """Every detection at or above `threshold` with the field resized by `s`: one pass when it then fits the input,
+        else one a tile, each tile's cells kept from its inner part (TILE_OVERLAP) and cells found twice dropped."""
+        image = input_image(rgb, s, self.stain)
+        ih, iw = image.shape[:2]
+        if ih <= self.height and iw <= self.width:
+            return decode(*self._run(pad_input(image, self.height, self.width, self.stain)), threshold, s, rgb.shape[:2])
+        fill = background_colour(image)
+        half_y, half_x = (self.height - _tile_step(self.height)) / 2, (self.width - _tile_step(self.width)) / 2
+        rects, scores = [], []
+        for ty in _tile_origins(ih, self.height):
+            for tx in _tile_origins(iw, self.width):
+                tile = image[ty:ty + self.height, tx:tx + self.width]
+                heat, box = self._run(pad_input(tile, self.height, self.width, self.stain, fill))
+                inner = (tx + half_x if tx else 0, ty + half_y if ty else 0,
+                         tx + self.width - half_x if tx + self.width < iw else iw,
+                         ty + self.height - half_y if ty + self.height < ih else ih)
+                for d in decode(heat, box, threshold, 1.0, tile.shape[:2]):
+                    cx, cy = tx + d.x + d.width / 2, ty + d.y + d.height / 2
+                    if inner[0] - STRIDE <= cx < inner[2] + STRIDE and inner[1] - STRIDE <= cy < inner[3] + STRIDE:
+                        rects.append([(tx + d.x) / s, (ty + d.y) / s, d.width / s, d.height / s])
+                        scores.append(d.score)
+        return [_clipped(rects[i], scores[i], rgb.shape[:2]) for i in _suppressed(rects, np.array(scores), threshold, NMS_IOU)]

@@ -160,3 +160,37 @@ def test_a_plateau_of_equal_maxima_is_one_cell():
     box[..., :2] = 1.0  # boxes too small to overlap: only the plateau rule can merge them
     found = decode(heat, box, 0.5, 1.0, (40, 48))
     assert len(found) == 1 and found[0].x + found[0].width / 2 == pytest.approx((4 + 0.5) * STRIDE, abs=1)
+
+
+def test_tiles_cover_a_side_overlapping_the_last_one_flush():
+    from edge_app.detect import TILE_OVERLAP, _tile_origins
+
+    assert _tile_origins(240, 240) == [0]
+    origins = _tile_origins(700, 240)
+    assert origins[0] == 0 and origins[-1] == 700 - 240
+    assert all(0 < b - a <= 240 - TILE_OVERLAP for a, b in zip(origins, origins[1:]))
+    assert _tile_origins(100, 64) == [0, 32, 36]  # a small input: tiles half a tile apart
+
+
+def test_cells_far_from_the_trained_size_are_found_again_at_their_scale_in_tiles(tiny_detector, tmp_path):
+    """The tiny detector's boxes are always 16 input px; told it was trained on 21 px cells, it rescales the field
+    (four passes, 0.25 to about 0.57) until the field no longer fits its input, and is then run on overlapping tiles:
+    each disc, those across the tiles' seams too, is found once, and its box lies on it."""
+    pytest.importorskip("scipy", reason="matching boxes needs the train extra")
+    from training.fields import match_boxes
+
+    det = _copy(tiny_detector, tmp_path / "det.tflite")
+    side = det.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["field_ranges"] = {"cell_size": {"min": 21.0, "max": 21.0}}
+    side.write_text(json.dumps(meta))
+    centres = [(40, 40), (170, 60), (300, 40), (90, 130), (230, 120), (340, 200), (60, 215), (180, 200)]
+    field = _field_with_discs(centres, radius=16)
+    detector = CellDetector(det)
+    found = detector.detect(field)
+    truth = np.array([[cx - 16, cy - 16, 32, 32] for cx, cy in centres])
+    boxes = np.array([[d.x, d.y, d.width, d.height] for d in found]).reshape(-1, 4)
+    assert len(found) == len(centres) and len(match_boxes(truth, boxes)) == len(centres)
+    assert all(25 <= d.width <= 31 for d in found)  # 16 input px at the last scale, about 0.57
+    at_default = detector.detect(field, passes=1)
+    assert all(d.width == 64 for d in at_default)  # 16 input px at 0.25: what the adaptation started from
