@@ -89,7 +89,8 @@ def warnings(stats: FieldStats | None, ranges: dict | None) -> list[str]:
     size = ranges["cell_size"]
     if _outside(stats.cell_size, size["min"], size["max"]):
         out.append(f"cells {stats.cell_size:.0f} px at the detector's scale, "
-                   f"trained on {size['min']:.0f}-{size['max']:.0f}: check the objective (100x oil) and the camera resolution")
+                   f"trained on {size['min']:.0f}-{size['max']:.0f} (found at their own scale; other magnifications are not "
+                   "validated): check the objective (100x oil) and the camera resolution")
     if stats.sharpness < BLUR_RATIO * ranges["sharpness"]["min"]:
         out.append("blurred: the field looks out of focus; refocus and take it again")
     return out
