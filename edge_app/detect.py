@@ -148,20 +148,24 @@ def decode(heat: np.ndarray, box: np.ndarray, threshold: float, scale: float, fi
     b = box[ys, xs].astype(np.float64)
     cx, cy = (xs + 0.5 + b[:, 2]) * STRIDE / scale, (ys + 0.5 + b[:, 3]) * STRIDE / scale
     bw, bh = np.maximum(b[:, 0], 0.1) * STRIDE / scale, np.maximum(b[:, 1], 0.1) * STRIDE / scale
+    rects = _clipped(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2, field_shape)
+    return _suppressed(rects, heat[ys, xs].astype(np.float64), threshold, nms_iou)
+
+
+def _clipped(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, field_shape: tuple[int, int]) -> list[list[float]]:
+    """Boxes given by their corners, clipped to the field, as (x, y, width, height)."""
     fh, fw = field_shape
-    x0, y0 = np.clip(cx - bw / 2, 0, fw - 1), np.clip(cy - bh / 2, 0, fh - 1)
-    x1, y1 = np.clip(cx + bw / 2, 1, fw), np.clip(cy + bh / 2, 1, fh)
-    scores = heat[ys, xs].astype(np.float64)
-    rects = [[float(a), float(c), float(e - a), float(f - c)] for a, c, e, f in zip(x0, y0, x1, y1)]
-    return [Detection(int(round(rects[i][0])), int(round(rects[i][1])), max(1, int(round(rects[i][2]))),
-                      max(1, int(round(rects[i][3]))), float(scores[i])) for i in _suppressed(rects, scores, threshold, nms_iou)]
+    x0, y0 = np.clip(x0, 0, fw - 1), np.clip(y0, 0, fh - 1)
+    x1, y1 = np.clip(x1, 1, fw), np.clip(y1, 1, fh)
+    return [[float(a), float(c), float(e - a), float(f - c)] for a, c, e, f in zip(x0, y0, x1, y1)]
 
 
-def _suppressed(rects: list[list[float]], scores: np.ndarray, threshold: float, nms_iou: float) -> list[int]:
-    """Which boxes (x, y, width, height) scoring above `threshold` are left, in their order, once each overlapping a
+def _suppressed(rects: list[list[float]], scores: np.ndarray, threshold: float, nms_iou: float) -> list[Detection]:
+    """The boxes (x, y, width, height) scoring above `threshold` that are left, in their order, once each overlapping a
     stronger one by more than `nms_iou` is dropped."""
     keep = cv2.dnn.NMSBoxes(rects, np.asarray(scores, np.float64).tolist(), float(threshold), float(nms_iou))
-    return sorted(np.asarray(keep, int).reshape(-1).tolist())
+    return [Detection(int(round(rects[i][0])), int(round(rects[i][1])), max(1, int(round(rects[i][2]))),
+                      max(1, int(round(rects[i][3]))), float(scores[i])) for i in sorted(np.asarray(keep, int).reshape(-1).tolist())]
 
 
 def _tile_step(tile: int) -> int:
@@ -174,13 +178,6 @@ def _tile_origins(size: int, tile: int) -> list[int]:
     the last one flush with the end."""
     origins = list(range(0, max(size - tile, 0) + 1, _tile_step(tile)))
     return origins + [size - tile] if origins[-1] + tile < size else origins
-
-
-def _clipped(rect: list[float], score: float, field_shape: tuple[int, int]) -> Detection:
-    fh, fw = field_shape
-    x0, y0 = min(max(rect[0], 0), fw - 1), min(max(rect[1], 0), fh - 1)
-    x1, y1 = min(max(rect[0] + rect[2], 1), fw), min(max(rect[1] + rect[3], 1), fh)
-    return Detection(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0))), float(score))
 
 
 #: The threshold is tuned for the best match over all of a field's boxes, and the infected cells the detector misses
@@ -327,7 +324,7 @@ class CellDetector:
             return decode(*self._run(pad_input(image, self.height, self.width, self.stain)), threshold, s, rgb.shape[:2])
         fill = background_colour(image)
         half_y, half_x = (self.height - _tile_step(self.height)) / 2, (self.width - _tile_step(self.width)) / 2
-        rects, scores = [], []
+        corners, scores = [], []
         for ty in _tile_origins(ih, self.height):
             for tx in _tile_origins(iw, self.width):
                 tile = image[ty:ty + self.height, tx:tx + self.width]
@@ -338,6 +335,7 @@ class CellDetector:
                 for d in decode(heat, box, threshold, 1.0, tile.shape[:2]):
                     cx, cy = tx + d.x + d.width / 2, ty + d.y + d.height / 2
                     if inner[0] - STRIDE <= cx < inner[2] + STRIDE and inner[1] - STRIDE <= cy < inner[3] + STRIDE:
-                        rects.append([(tx + d.x) / s, (ty + d.y) / s, d.width / s, d.height / s])
+                        corners.append([(tx + d.x) / s, (ty + d.y) / s, (tx + d.x + d.width) / s, (ty + d.y + d.height) / s])
                         scores.append(d.score)
-        return [_clipped(rects[i], scores[i], rgb.shape[:2]) for i in _suppressed(rects, np.array(scores), threshold, NMS_IOU)]
+        x0, y0, x1, y1 = np.array(corners, np.float64).reshape(-1, 4).T
+        return _suppressed(_clipped(x0, y0, x1, y1, rgb.shape[:2]), np.array(scores), threshold, NMS_IOU)
