@@ -212,6 +212,10 @@ CELL_SIZE_HIGH = 1.1
 #: Once rescaled, a field is rescaled again until its cells' median box is within this share of that middle.
 CELL_SIZE_SETTLE = 0.1
 MAX_PASSES = 4
+#: A field is never rescaled by more than this factor either way from its default scale: beyond a third or three
+#: times the training magnification the detector does not find the cells anyway (models/DETAILS.md), and the tiles
+#: of a field enlarged further would cost seconds on a Pi for nothing.
+MAX_RESCALE = 3.0
 #: Overlap of neighbouring tiles, in input pixels, when a field at the cells' scale is larger than the input: about
 #: three cells, so every cell lies whole in the inner part of some tile.
 TILE_OVERLAP = 64
@@ -289,12 +293,13 @@ class CellDetector:
         """
         threshold = self.threshold if threshold is None else threshold
         low = max(threshold - LARGE_CELL_MARGIN, 0.01)
-        heat, box, s = self.raw(rgb)
-        found = decode(heat, box, low, s, rgb.shape[:2])
+        heat, box, default = self.raw(rgb)
+        found, s = decode(heat, box, low, default, rgb.shape[:2]), default
         for rescaled in range(passes - 1):
-            s = self._cells_scale(found, s, threshold, settle=rescaled > 0)
-            if s is None:
+            wanted = self._cells_scale(found, s, threshold, settle=rescaled > 0)
+            if wanted is None or min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE) == s:
                 break
+            s = min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE)
             again = self._found_at(rgb, s, low)
             if not any(d.score >= threshold for d in again):
                 break  # rescaled to where nothing is found: keep what the pass before found
