@@ -194,3 +194,18 @@ def test_cells_far_from_the_trained_size_are_found_again_at_their_scale_in_tiles
     assert all(25 <= d.width <= 31 for d in found)  # 16 input px at the last scale, about 0.57
     at_default = detector.detect(field, passes=1)
     assert all(d.width == 64 for d in at_default)  # 16 input px at 0.25: what the adaptation started from
+
+
+def test_a_field_is_never_rescaled_beyond_max_rescale(tiny_detector, tmp_path):
+    """Told it was trained on 64 px cells, the tiny detector (16 px boxes) would enlarge the field 4 times; it stops at
+    MAX_RESCALE, where its boxes are 16 / (0.25 * 3) = 21 field px."""
+    from edge_app.detect import MAX_RESCALE
+
+    det = _copy(tiny_detector, tmp_path / "det.tflite")
+    side = det.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["field_ranges"] = {"cell_size": {"min": 64.0, "max": 64.0}}
+    side.write_text(json.dumps(meta))
+    found = CellDetector(det).detect(_field_with_discs([(100, 100), (250, 150)], radius=16))
+    widths = [d.width for d in found]
+    assert widths and max(widths) == round(16 / (SCALE * MAX_RESCALE))
