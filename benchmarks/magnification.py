@@ -2,7 +2,7 @@
 
 Usage (from the repo root, in the dev venv; the fold detectors as for
 benchmarks/real_fields_cv.py):
-    python benchmarks/magnification.py --detectors runs/det-cv --json runs/magnification.json
+    python benchmarks/magnification.py --detectors runs/det-cv --frames 1920x1080,2560x1440 --json runs/magnification.json
 
 Another objective or camera puts more or fewer pixels on a red cell than the
 training fields' 80 px. There are no such annotated fields, so they are made
@@ -16,9 +16,12 @@ default scale only (`passes=1`, as before it followed the magnification)
 and once as the app runs it, and scored by the real-field protocol
 (training.fields: red cells matched one to one at IoU >= 0.5, difficult
 boxes count neither way; an infected box is boxed when a detection overlaps
-it at IoU >= 0.3). Prints recall, precision, infected cells boxed and
-seconds a field (median, finding only) per zoom, default scale against
-followed, mean over the runs.
+it at IoU >= 0.3). `--frames WxH,...` puts each field, unscaled, in the
+middle of a larger frame of its background colour instead: a camera with a
+larger frame at the same magnification, whose frame the app shrinks into
+the detector's input (cells smaller there). Prints recall, precision,
+infected cells boxed and seconds a field (median, finding only) per zoom
+or frame, default scale against followed, mean over the runs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_app.detect import MAX_PASSES, CellDetector  # noqa: E402
+from edge_app.detect import MAX_PASSES, CellDetector, background_colour  # noqa: E402
 from edge_app.model import ModelBundle, default_model_path  # noqa: E402
 from edge_app.preprocess import load_rgb  # noqa: E402
 from training.fields import Box, count_field, load_annotations, pooled, runs_of, score_field  # noqa: E402
@@ -68,15 +71,33 @@ def zoomed_fields(data: Path, names: list[str], annotations: dict, zoom: float):
         yield "+".join(group), field, boxes
 
 
-def score_zoom(detectors: list[CellDetector], runs: list[list[str]], data: Path, annotations: dict, zoom: float,
+def framed_fields(data: Path, names: list[str], annotations: dict, frame: tuple[int, int]):
+    """(name, field, its boxes) for these fields as a camera with a larger frame at the same magnification would take
+    them: each in the middle of a `frame` (width, height) of its own background colour, the cells as many pixels
+    across as before (the app shrinks the whole frame into the detector's input, so they come out smaller there)."""
+    for name in names:
+        rgb = load_rgb(data / "images" / name)
+        h, w = rgb.shape[:2]
+        width, height = frame
+        if width < w or height < h:
+            raise ValueError(f"frame {width}x{height} is smaller than the fields ({w}x{h})")
+        field = np.empty((height, width, 3), np.uint8)
+        field[:] = background_colour(rgb)
+        ox, oy = (width - w) // 2, (height - h) // 2
+        field[oy:oy + h, ox:ox + w] = rgb
+        yield name, field, [Box(b.x + ox, b.y + oy, b.w, b.h, b.kind) for b in annotations[name]]
+
+
+def score_zoom(detectors: list[CellDetector], runs: list[list[str]], data: Path, annotations: dict, zoom: float | tuple[int, int],
                passes: int, model: ModelBundle | None = None) -> dict:
-    """Each held-out run's fields at `zoom` found by its own fold detector with this many passes, scored; with `model`,
-    also counted as `smear` counts them (training.fields.count_fields) and its calls at the model's counting threshold
-    scored."""
+    """Each held-out run's fields at `zoom` (or in a larger frame, `framed_fields`, when it is a (width, height)) found
+    by its own fold detector with this many passes, scored; with `model`, also counted as `smear` counts them
+    (training.fields.count_fields) and its calls at the model's counting threshold scored."""
     per_run = []
     for detector, names in zip(detectors, runs):
         found_scores, call_scores, seconds = [], [], []
-        for name, field, truth in zoomed_fields(data, names, annotations, zoom):
+        fields = framed_fields if isinstance(zoom, tuple) else zoomed_fields
+        for name, field, truth in fields(data, names, annotations, zoom):
             start = time.perf_counter()
             found = detector.detect(field, passes=passes)
             seconds.append(time.perf_counter() - start)
@@ -102,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="../shared/datasets/iml_malaria")
     ap.add_argument("--detectors", default="runs/det-cv", help="folder with run0/, run1/, run2/, each a detector bundle")
     ap.add_argument("--zooms", default="0.5,1,2,3", help="magnifications against the training fields', comma-separated")
+    ap.add_argument("--frames", default="", help="larger camera frames at the same magnification, e.g. 1920x1080,2560x1440")
     ap.add_argument("--model", default=None, help="classifier bundle whose counting threshold the calls are scored at "
                     "(default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)
@@ -114,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     detectors = [CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
                  for k in range(len(runs))]
     model = ModelBundle(args.model or default_model_path(), threads=args.threads)
-    report = {"protocol": "each run's fields, zoomed, found by the detector trained without that run", "zooms": {}}
-    for zoom in (float(z) for z in args.zooms.split(",")):
-        report["zooms"][str(zoom)] = row = {"default_scale": score_zoom(detectors, runs, data, annotations, zoom, 1),
+    report = {"protocol": "each run's fields, zoomed or framed, found by the detector trained without that run", "zooms": {}}
+    frames = [tuple(int(v) for v in f.split("x")) for f in args.frames.split(",") if f]
+    for zoom in [float(z) for z in args.zooms.split(",") if z] + frames:
+        label = f"frame {zoom[0]}x{zoom[1]}" if isinstance(zoom, tuple) else f"zoom {zoom:g}"
+        report["zooms"][label] = row = {"default_scale": score_zoom(detectors, runs, data, annotations, zoom, 1),
                                             "followed": score_zoom(detectors, runs, data, annotations, zoom, MAX_PASSES, model)}
         for how, r in row.items():
-            print(f"zoom {zoom:g}, {how.replace('_', ' ')}: recall {r['recall']:.3f} ("
+            print(f"{label}, {how.replace('_', ' ')}: recall {r['recall']:.3f} ("
                   + " / ".join(f"{x['recall']:.3f}" for x in r["runs"]) + f"), precision {r['precision']:.3f} ("
                   + " / ".join(f"{x['precision']:.3f}" for x in r["runs"]) + f"), infected cells boxed {r['infected_boxed']:.3f}, "
                   f"{r['seconds_per_field']:.3f} s a field" + (
