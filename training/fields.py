@@ -1,4 +1,5 @@
-"""Annotated microscope fields: reading the boxes, grouping frames into runs, and scoring a count against them.
+"""Annotated microscope fields: reading the boxes, grouping frames into runs, counting them as the app does, and
+scoring a count against them.
 
 One place for the field protocol, so the real-field benchmark, the tests and
 the model card cannot score differently:
