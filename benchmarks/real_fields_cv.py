@@ -84,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"protocol": "each run counted by models trained without it; its counting threshold and rates from the other "
                           "runs' out-of-fold counts", "max_fpr": args.max_fpr, "review_fpr": args.review_fpr, "folds": {}}
     for k, held_out in enumerate(runs):
-        block = pooled_counting([scores_for_counting[j] for j in scores_for_counting if j != k], args.max_fpr)
-        review_block = pooled_review([scores_for_counting[j] for j in scores_for_counting if j != k],
-                                     [scores_for_review[j] for j in scores_for_review if j != k], args.review_fpr)
+        others = [j for j in scores_for_counting if j != k]
+        block = pooled_counting([scores_for_counting[j] for j in others], args.max_fpr)
+        review_block = pooled_review([scores_for_counting[j] for j in others], [scores_for_review[j] for j in others],
+                                     args.review_fpr)
         errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
         fold = summarise(score_counted(counted[k], annotations, block["threshold"]), counted[k], errors)
         fold["counting"] = block

@@ -6,9 +6,12 @@ cell's width and height, and the centre's sub-cell offset. It was trained on
 hand-boxed real thin-smear fields, where white cells, platelets and stain
 debris are not boxed, so it learns to leave them out, and it boxes touching
 and overlapping cells one by one, which a threshold-and-split pipeline
-cannot. Everything here is numpy and OpenCV around one interpreter call, and
-`field_input` is the single definition of the detector's input pixels: the
-training code imports it too.
+cannot. Everything here is numpy and OpenCV around the interpreter: one
+call for a field at the magnification the detector was trained for, a few
+more (on tiles) when its cells come out far larger or smaller
+(`CellDetector.detect`). `field_input` is the single definition of the
+detector's input pixels at the default scale: the training code imports it
+too, and the tiles are cut from the same `input_image`.
 """
 
 from __future__ import annotations
