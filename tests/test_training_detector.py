@@ -46,6 +46,26 @@ def test_detector_command_trains_a_bundle_the_app_can_use(annotated, tmp_path):
     assert json.loads((out / "config.json").read_text())["test_run"] == 1
 
 
+def test_detector_command_trains_at_another_scale(annotated, tmp_path):
+    """--scale sets the input the bundle is built for (a whole training field at that scale) and the scale its cell
+    sizes are recorded in, so the app sizes and checks fields the same way."""
+    from edge_app.detect import CellDetector
+    from training.cli import main
+
+    runs = {}
+    for scale in (0.25, 0.5):
+        out = tmp_path / f"det{scale}"
+        res = CliRunner().invoke(main, ["detector", str(annotated), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                                        "--scale", str(scale), "--crop", "64"])
+        assert res.exit_code == 0, res.output
+        runs[scale] = CellDetector(out / "cell-detector-int8.tflite")
+    assert runs[0.5].meta["input"]["shape"] == [480, 640, 3] and runs[0.5].scale == 0.5
+    assert runs[0.25].meta["input"]["shape"] == [240, 320, 3]
+    size = {s: d.meta["field_ranges"]["cell_size"]["max"] for s, d in runs.items()}
+    assert size[0.5] == pytest.approx(2 * size[0.25])  # the same 56 px boxes, in each detector's input pixels
+    assert runs[0.5].meta["training"]["config"]["crop"] == 64
+
+
 def test_detector_command_refuses_a_folder_without_annotations(tmp_path):
     pytest.importorskip("tensorflow")
     from training.cli import main

@@ -127,9 +127,12 @@ def compare_cmd(model_cv, baseline_cv) -> None:
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--stain-input", default="rgb", show_default=True, type=click.Choice(["rgb", "od"]),
               help="What the detector sees: the RGB field, or its stain optical density normalised per field.")
+@click.option("--scale", default=0.25, show_default=True, type=click.FloatRange(0.05, 1.0),
+              help="Detector input pixels per field pixel (0.25: a 1280x960 field is seen at 320x240).")
+@click.option("--crop", default=96, show_default=True, type=click.IntRange(32), help="Training crop side, in input pixels.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-fields", default=None, type=click.IntRange(1), help="Train on the first N fields only (smoke runs).")
-def detector_cmd(data, out, test_run, steps, batch_size, stain_input, seed, max_fields) -> None:
+def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, crop, seed, max_fields) -> None:
     """Train the red-cell detector on hand-boxed fields (DATA: images/ and annotations.json) and write its int8 bundle.
 
     Cross-validate over runs with --test-run 0, 1, 2 and score each with
@@ -140,7 +143,8 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, seed, max_
     annotations = Path(data) / "annotations.json"
     if not annotations.is_file() or not (Path(data) / "images").is_dir():
         raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
-    fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, stain_input=stain_input, seed=seed,
+    fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, stain_input=stain_input, scale=scale,
+                       crop=crop, seed=seed,
                        max_fields=max_fields))
 
 

@@ -30,7 +30,8 @@ from training.fields import Box, load_annotations, pooled, runs_of, score_field
 
 #: Detector input pixels per field pixel: 80 px cells of a 1280x960 field become 20 px.
 SCALE = 0.25
-INPUT_SHAPE = (240, 320)
+#: The training fields' size: the input holds one whole field at the detector's scale.
+FIELD_SHAPE = (960, 1280)
 #: Box sizes are regressed in grid cells (about 5 for a cell): IoU >= 0.5 with a hand-drawn box needs them right.
 SIZE_WEIGHT = 0.5
 
@@ -40,7 +41,8 @@ class DetectorConfig:
     data: str = "../shared/datasets/iml_malaria"
     out: str = "runs/detector"
     test_run: int | None = None  # index of the held-out run of consecutive frames; None trains on all
-    crop: int = 96
+    scale: float = SCALE  # detector input pixels per field pixel
+    crop: int = 96  # training crop side in input pixels
     batch_size: int = 16
     steps: int = 3000
     learning_rate: float = 2e-3
@@ -54,7 +56,7 @@ class DetectorConfig:
 @dataclass(frozen=True)
 class Field:
     name: str
-    rgb: np.ndarray  # at SCALE * max magnification, so every augmentation only shrinks
+    rgb: np.ndarray  # at the detector's scale times the largest magnification, so every augmentation only shrinks
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
 
 
@@ -63,7 +65,7 @@ def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[
     fields = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
-        s = SCALE * max_scale
+        s = max_scale
         boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * s
         small = resize_field(rgb, s)
         fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
@@ -175,7 +177,7 @@ def train(cfg: DetectorConfig):
     annotations = load_annotations(Path(cfg.data) / "annotations.json")
     runs = runs_of(sorted(annotations))
     names = [n for i, r in enumerate(runs) if i != cfg.test_run for n in r][:cfg.max_fields]
-    fields = load_fields(cfg.data, names, annotations, cfg.scale_range[1], cfg.stain_input)
+    fields = load_fields(cfg.data, names, annotations, cfg.scale * cfg.scale_range[1], cfg.stain_input)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build()
@@ -216,9 +218,14 @@ def train(cfg: DetectorConfig):
     return model, names, log
 
 
-def fixed_shape(model):
+def input_shape(scale: float) -> tuple[int, int]:
+    """The detector's fixed (height, width) input: a whole training field at this scale."""
+    return round(FIELD_SHAPE[0] * scale), round(FIELD_SHAPE[1] * scale)
+
+
+def fixed_shape(model, scale: float):
     """The trained network rebuilt on the app's fixed field input shape, for conversion."""
-    fixed = build(*INPUT_SHAPE)
+    fixed = build(*input_shape(scale))
     fixed.set_weights(model.get_weights())
     return fixed
 
@@ -261,7 +268,7 @@ def store_threshold(path: Path, data: str | Path, names: list[str], annotations:
     return threshold, table
 
 
-def field_ranges(data: str, names: list[str], annotations: dict[str, list[Box]]) -> dict:
+def field_ranges(data: str, names: list[str], annotations: dict[str, list[Box]], scale: float) -> dict:
     """Stain colour, cell size and focus ranges of the training fields (edge_app.field_check), for the sidecar."""
     from edge_app.field_check import field_stats, training_ranges
     from edge_app.smear import cells_in_boxes
@@ -269,14 +276,15 @@ def field_ranges(data: str, names: list[str], annotations: dict[str, list[Box]])
     stats = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
-        stats.append(field_stats(rgb, cells_in_boxes(rgb, [(b.x, b.y, b.w, b.h) for b in annotations[name]]), SCALE))
+        stats.append(field_stats(rgb, cells_in_boxes(rgb, [(b.x, b.y, b.w, b.h) for b in annotations[name]]), scale))
     return training_ranges([s for s in stats if s is not None])
 
 
-def representative(data: str, names: list[str], count: int = 60, seed: int = 0, stain: str = "rgb") -> np.ndarray:
+def representative(data: str, names: list[str], scale: float, count: int = 60, seed: int = 0, stain: str = "rgb") -> np.ndarray:
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(names), min(count, len(names)), replace=False)
-    return np.stack([field_input(load_rgb(Path(data) / "images" / names[i]), *INPUT_SHAPE, SCALE, stain)[0] for i in sorted(pick)])
+    return np.stack([field_input(load_rgb(Path(data) / "images" / names[i]), *input_shape(scale), scale, stain)[0]
+                     for i in sorted(pick)])
 
 
 def convert(model, rep: np.ndarray, path: Path, meta: dict) -> Path:
@@ -307,7 +315,7 @@ def fit(cfg: DetectorConfig) -> Path:
     meta = {
         "kind": KIND,
         "name": "cell-detector-int8",
-        "input": {"shape": [*INPUT_SHAPE, 3], "dtype": "int8", "scale": SCALE, "stain": cfg.stain_input,
+        "input": {"shape": [*input_shape(cfg.scale), 3], "dtype": "int8", "scale": cfg.scale, "stain": cfg.stain_input,
                   "function": "edge_app.detect.field_input"},
         "output": "heat (grid of P(a red cell's centre)), box (width, height, dx, dy in grid cells); grid stride 4",
         "threshold": 0.5,  # until store_threshold tunes it on the int8 bundle below
@@ -315,9 +323,10 @@ def fit(cfg: DetectorConfig) -> Path:
                      "fields": len(names), "held_out_run": cfg.test_run,
                      "held_out_fields": [held_out[0], held_out[-1]] if held_out else None,
                      "steps": cfg.steps, "final_losses": log[-1], "config": asdict(cfg)},
-        "field_ranges": field_ranges(cfg.data, names, annotations),
+        "field_ranges": field_ranges(cfg.data, names, annotations, cfg.scale),
     }
-    path = convert(fixed_shape(model), representative(cfg.data, names, seed=cfg.seed, stain=cfg.stain_input), out / "cell-detector-int8.tflite", meta)
+    path = convert(fixed_shape(model, cfg.scale), representative(cfg.data, names, cfg.scale, seed=cfg.seed, stain=cfg.stain_input),
+                   out / "cell-detector-int8.tflite", meta)
     threshold, table = store_threshold(path, cfg.data, names, annotations)
     print(f"threshold {threshold} (training fields: recall {table[threshold]['recall']:.3f}, "
           f"precision {table[threshold]['precision']:.3f}); wrote {path}", file=sys.stderr)
