@@ -50,6 +50,29 @@ def test_audit_draws_the_parasitized_calls_on_no_box(tmp_path, capsys):
         assert Image.open(tmp_path / "calls.png").size[0] == 10 * 100
 
 
+def test_audit_draws_the_healthy_boxes_called_parasitized(tmp_path, capsys):
+    """Every detection on a box labelled healthy that is called Parasitized is drawn, for a microscopist to check the
+    labels: as many as the benchmark counts as healthy cells called Parasitized on that run, with the same models."""
+    from PIL import Image
+
+    from benchmarks.real_fields import score_counted
+    from benchmarks.unmatched_audit import main
+    from edge_app.detect import CellDetector
+    from edge_app.model import ModelBundle, default_model_path
+    from training.fields import count_fields, load_annotations, runs_of
+
+    detector = REPO / "models" / "cell-detector-int8.tflite"
+    main(["--data", str(IML), "--run", "1", "--detector", str(detector), "--healthy-called-parasitized",
+          "--out", str(tmp_path / "healthy.png")])
+    drawn = int(capsys.readouterr().out.splitlines()[-1].split()[0])
+    annotations = load_annotations(IML / "annotations.json")
+    model = ModelBundle(default_model_path())
+    counted = count_fields(model, CellDetector(detector), IML, runs_of(sorted(annotations))[1])
+    assert drawn == sum(s.healthy_called_parasitized for s in score_counted(counted, annotations, model.counting.threshold))
+    if drawn:
+        assert Image.open(tmp_path / "healthy.png").size[0] == 10 * 100
+
+
 def test_the_white_cell_of_the_issue_is_not_counted():
     """PA171710.JPG's neutrophil, which release 3 counted as a parasitised red cell (its two-lobed nucleus spans about
     x 824-919, y 94-209, read off the image by eye): the shipped detector boxes its lobes, the app leaves them out."""
