@@ -60,14 +60,14 @@ class Field:
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
 
 
-def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], max_scale: float,
+def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], scale: float,
                 stain: str = "rgb") -> list[Field]:
+    """The fields and their boxes resized by `scale` (the detector's scale times the largest training magnification)."""
     fields = []
     for name in names:
         rgb = load_rgb(Path(data) / "images" / name)
-        s = max_scale
-        boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * s
-        small = resize_field(rgb, s)
+        boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * scale
+        small = resize_field(rgb, scale)
         fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
     return fields
 
