@@ -102,3 +102,56 @@ def test_rates_that_vary_between_stains_widen_the_interval():
     assert b.interval[0] <= a.interval[0] and b.interval[1] > a.interval[1] + 0.005
     with pytest.raises(ValueError):
         CountingErrors(0.7, 0.01, 160, 12_000, sensitivity_sd=0.6)
+
+
+def _brute_force_interval(errors: CountingErrors, k: int, n: int, points: int = 1000, fp_points: int = 60) -> tuple[float, float]:
+    """The same posterior summed over fine uniform grids of both rates: slow, but with no cleverness to get wrong."""
+    import math
+
+    from edge_app.parasitemia import _PREVALENCE_GRID, _PREVALENCE_WEIGHTS, _beta_logpdf
+
+    def grid(rate, cells, m):
+        a, b = rate * cells + 0.5, (1 - rate) * cells + 0.5
+        mean, sd = a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        edges = np.linspace(max(1e-9, mean - 12 * sd), min(1 - 1e-9, mean + 12 * sd), m + 1)
+        x = (edges[1:] + edges[:-1]) / 2
+        w = np.exp(_beta_logpdf(x, a, b)) * np.diff(edges)
+        return x, w / w.sum()
+
+    se_cells, fp_cells = errors.effective_cells()
+    se, se_w = grid(errors.sensitivity, se_cells, points)
+    fps, fp_w = grid(errors.false_positive_rate, fp_cells, fp_points)
+    p = _PREVALENCE_GRID[:, None]
+    lik = np.zeros(len(_PREVALENCE_GRID))
+    for fp, w in zip(fps, fp_w):
+        q = np.clip(se[None, :] * p + fp * (1 - p), 1e-300, 1 - 1e-16)
+        lik += w * (np.exp(k * np.log(q) + (n - k) * np.log1p(-q) - (k * math.log(k / n) + (n - k) * math.log1p(-k / n))) * se_w).sum(axis=1)
+    cdf = np.cumsum(lik * _PREVALENCE_WEIGHTS)
+    lo, hi = np.interp([0.025, 0.975], cdf / cdf[-1], _PREVALENCE_GRID)
+    return float(lo), float(hi)
+
+
+def test_interval_with_a_sensitivity_that_varies_between_runs_is_the_posterior_not_sampling_noise():
+    """Rates like the shipped counting block's (the sensitivity 0.742 +- 0.252 between runs: 2 cells' worth) leave a
+    sensitivity near 0 plausible, so the posterior has a long tail that sets the upper bound. It must be the
+    posterior's, as a brute-force sum over fine grids of both rates gives it: a few hundred random draws put it
+    anywhere from 3 to 38 % depending on the seed."""
+    errors = CountingErrors(0.742, 0.00995, 159, 13_371, sensitivity_sd=0.252, false_positive_rate_sd=0.0054)
+    for k in (30, 50):
+        lo, hi = errors.interval(k, 2000)
+        ref_lo, ref_hi = _brute_force_interval(errors, k, 2000)
+        assert hi == pytest.approx(ref_hi, rel=0.02) and lo == pytest.approx(ref_lo, rel=0.15, abs=2e-4)
+        assert hi > 0.3  # "high, not known": a stain whose sensitivity is unknown cannot bound the count from above
+    steady = CountingErrors(0.85, 0.01, 160, 12_000)
+    assert steady.interval(40, 2000) == pytest.approx(_brute_force_interval(steady, 40, 2000), rel=0.02)
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 5000), (5000, 5000), (4990, 5000), (1, 3)])
+def test_interval_holds_at_the_extremes(k, n):
+    """Every cell or none called Parasitized, one cell, a share beyond what any plausible sensitivity gives: an
+    interval inside [0, 1] round the estimate, never NaN."""
+    for errors in (CountingErrors(0.742, 0.00995, 159, 13_371, sensitivity_sd=0.252, false_positive_rate_sd=0.0054),
+                   CountingErrors(0.85, 0.01, 160, 12_000), CountingErrors(0.9, 0.01, 5, 20), CountingErrors(0.95, 0.0, 40, 10**9)):
+        lo, hi = errors.interval(k, n)
+        assert 0.0 <= lo <= hi <= 1.0 and not np.isnan(lo + hi)
+        assert lo <= errors.correct(k / n) + 1e-9 or errors.correct(k / n) == 1.0
