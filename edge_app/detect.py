@@ -300,9 +300,10 @@ class CellDetector:
         found, s = decode(heat, box, low, default, rgb.shape[:2]), default
         for rescaled in range(passes - 1):
             wanted = self._cells_scale(found, s, threshold, settle=rescaled > 0)
-            if wanted is None or min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE) == s:
+            capped = None if wanted is None else min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE)
+            if capped is None or capped == s:
                 break
-            s = min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE)
+            s = capped
             again = self._found_at(rgb, s, low)
             if not any(d.score >= threshold for d in again):
                 break  # rescaled to where nothing is found: keep what the pass before found
