@@ -39,7 +39,7 @@ from edge_app.parasitemia import Parasitemia
 from edge_app.preprocess import ImageError, fit_square, load_rgb
 from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, iso_date, list_slides
 from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text, white_cells_text
-from edge_app.review import DECISIONS, record_decision
+from edge_app.review import DECISIONS, cell_key, record_decision
 from edge_app.slide import SlideRun, cell_boxes, publish, read_summary, slide_review, total_from_summary
 
 #: Uploads at least this many pixels on their shorter side are fields (cells are about 100-200 px).
@@ -202,7 +202,9 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     def cell_image(slide_id: str, field_no: int, cell: str):
         """A counted cell (`cell` its number) or a white cell set apart ("w" and its place in the field), cut out."""
         _, folder, summary = slide_folder(slide_id)
-        box = cell_boxes(folder, summary).get(f"{field_no}:{cell}")
+        white = cell.startswith("w")
+        number = cell[1:] if white else cell
+        box = cell_boxes(folder, summary).get(cell_key(field_no, int(number), white)) if number.isdigit() else None
         if box is None:
             abort(404)
         path = _annotated_path(folder, summary, field_no)

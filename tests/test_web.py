@@ -144,7 +144,7 @@ def test_refused_review_requests(slide, tiny_model, no_network):
 @pytest.mark.parametrize("url", [
     "/slides/..%2F..%2Fetc%2Fpasswd", "/slides/{sid}/fields/../../summary.json", "/slides/{sid}/fields/-1.jpg",
     "/slides/{sid}/fields/99.jpg", "/slides/{sid}/cells/0/999.jpg", "/slides/{sid}/cells/9/0.jpg",
-    "/slides/{sid}/cells/0/w0.jpg", "/slides/{sid}/cells/0/..%2F0.jpg",
+    "/slides/{sid}/cells/0/w0.jpg", "/slides/{sid}/cells/0/..%2F0.jpg", "/slides/{sid}/cells/0/wx.jpg", "/slides/{sid}/cells/0/w.jpg",
     "/static/../web.py", "/static/%2e%2e/web.py", "/slides/{sid}/fields/%2e%2e%2fslide.json",
 ])
 def test_no_path_from_a_request_reaches_the_file_system(slide, tiny_model, url):
