@@ -104,3 +104,21 @@ def test_detector_threshold_retunes_a_bundle_on_the_fields_it_was_trained_on(tin
     res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data), "--exclude-run", "0"])
     assert res.exit_code == 1 and "F0040.png" in res.output and "nothing was written" in res.output
     assert det.with_suffix(".json").read_text() == before
+
+
+def test_detector_command_widens_the_network(annotated, tmp_path):
+    """--channels multiplies every layer's width: a wider network, trained and shipped the same way."""
+    import keras
+
+    from edge_app.detect import CellDetector
+    from training.cli import main
+
+    params = {}
+    for channels in ("1", "2"):
+        out = tmp_path / f"det{channels}"
+        res = CliRunner().invoke(main, ["detector", str(annotated), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                                        "--channels", channels])
+        assert res.exit_code == 0, res.output
+        assert CellDetector(out / "cell-detector-int8.tflite").meta["training"]["config"]["channels"] == float(channels)
+        params[channels] = keras.models.load_model(out / "model.keras").count_params()
+    assert params["1"] < 100_000 and 3 < params["2"] / params["1"] < 4.5  # depthwise layers grow linearly, the rest as the square

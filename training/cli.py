@@ -130,9 +130,11 @@ def compare_cmd(model_cv, baseline_cv) -> None:
 @click.option("--scale", default=0.25, show_default=True, type=click.FloatRange(0.05, 1.0),
               help="Detector input pixels per field pixel (0.25: a 1280x960 field is seen at 320x240).")
 @click.option("--crop", default=96, show_default=True, type=click.IntRange(32), help="Training crop side, in input pixels.")
+@click.option("--channels", default=1.0, show_default=True, type=click.FloatRange(0.25, 4.0),
+              help="Multiplies every layer's channels: more capacity, more time a field.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-fields", default=None, type=click.IntRange(1), help="Train on the first N fields only (smoke runs).")
-def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, crop, seed, max_fields) -> None:
+def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, crop, channels, seed, max_fields) -> None:
     """Train the red-cell detector on hand-boxed fields (DATA: images/ and annotations.json) and write its int8 bundle.
 
     Cross-validate over runs with --test-run 0, 1, 2 and score each with
@@ -144,7 +146,7 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, cro
     if not annotations.is_file() or not (Path(data) / "images").is_dir():
         raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
     fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, stain_input=stain_input, scale=scale,
-                       crop=crop, seed=seed,
+                       crop=crop, channels=channels, seed=seed,
                        max_fields=max_fields))
 
 
@@ -185,6 +187,59 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     for t, row in table.items():
         click.echo(f"{t:.2f}  recall {row['recall']:.3f}  precision {row['precision']:.3f}  F1 {row['f1']:.3f}" + ("  <- chosen" if t == threshold else ""))
     click.echo(f"{detector}: threshold {threshold} from {len(names)} fields" + (f" (run {exclude} left out)" if exclude is not None else ""), err=True)
+
+
+@main.command("box-filter")
+@click.argument("detectors", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path(exists=True, file_okay=False), default="../shared/datasets/iml_malaria")
+@click.option("--write", "detector", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The detector bundle whose sidecar gets the box filter.")
+@click.option("--exclude-run", default=None, type=click.IntRange(0),
+              help="Leave out this run of consecutive frames; default: the run that detector was trained without, if any.")
+def box_filter_cmd(detectors, data, detector, exclude_run) -> None:
+    """Fit the box filter that decides which detector boxes count, and write it into a detector's sidecar.
+
+    DETECTORS holds run0/, run1/, ... each a detector bundle trained without
+    that run (`malaria-train detector --test-run K --out DETECTORS/runK`):
+    each run's fields are scored by the detector that never saw them, as a
+    new slide will be. For cross-validation, write into each fold's own
+    detector (its run is left out); for the shipped detector, fit on every
+    run.
+    """
+    from edge_app.box_filter import FEATURES
+    from edge_app.detect import CellDetector
+    from edge_app.model import ModelError, read_sidecar
+    from edge_app.preprocess import ImageError
+    from training.box_filter import run_candidates
+    from training.box_filter import fit as fit_filter
+    from training.box_filter import write as write_filter
+    from training.fields import load_annotations, runs_of
+
+    annotations = Path(data) / "annotations.json"
+    if not annotations.is_file() or not (Path(data) / "images").is_dir():
+        raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
+    boxes = load_annotations(annotations)
+    runs = runs_of(sorted(boxes))
+    try:
+        exclude = read_sidecar(detector).get("training", {}).get("held_out_run") if exclude_run is None else exclude_run
+        candidates, used = [], []
+        for k, names in enumerate(runs):
+            if k == exclude:
+                continue
+            fold = Path(detectors) / f"run{k}" / "cell-detector-int8.tflite"
+            if not fold.is_file():
+                raise click.UsageError(f"no {fold}: train it with malaria-train detector --test-run {k} --out {fold.parent}")
+            click.echo(f"run {k}: {len(names)} fields, found by {fold}", err=True)
+            candidates += run_candidates(CellDetector(fold), data, names, boxes)
+            used.append(k)
+        box_filter, table = fit_filter(candidates)
+    except (ImageError, ModelError, ValueError) as exc:
+        raise click.ClickException(f"{exc} (nothing was written)") from None
+    write_filter(detector, box_filter, f"runs {', '.join(map(str, used))} of {data}, each found by {detectors}/runK", table)
+    n = sum(len(f.cell) for f in candidates)
+    click.echo(f"{detector}: box filter from {n} candidates of {len(candidates)} fields, cut {box_filter.cut} "
+               f"(F1 {table[box_filter.cut]:.3f}; weights "
+               + ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, box_filter.weights)) + ")", err=True)
 
 
 @main.command("field-cells")

@@ -43,6 +43,7 @@ class DetectorConfig:
     test_run: int | None = None  # index of the held-out run of consecutive frames; None trains on all
     scale: float = SCALE  # detector input pixels per field pixel
     crop: int = 96  # training crop side in input pixels
+    channels: float = 1.0  # multiplies every layer's channels (1.0: 90 k parameters)
     batch_size: int = 16
     steps: int = 3000
     learning_rate: float = 2e-3
@@ -123,10 +124,17 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
     return np.clip(img, 0, 255).astype(np.uint8), boxes
 
 
-def build(height: int | None = None, width: int | None = None):
-    """The detector network: a small depthwise-separable encoder-decoder to a stride-4 grid."""
+def build(height: int | None = None, width: int | None = None, channels: float = 1.0):
+    """The detector network: a small depthwise-separable encoder-decoder to a stride-4 grid.
+
+    `channels` widens (or thins) every layer alike, so capacity can be traded
+    against the Pi's time without changing what the network computes.
+    """
     import keras
     from keras import layers
+
+    def n(f):
+        return max(8, int(round(f * channels / 8)) * 8)
 
     def cbr(x, f, s=1):
         x = layers.Conv2D(f, 3, strides=s, padding="same", use_bias=False)(x)
@@ -140,17 +148,17 @@ def build(height: int | None = None, width: int | None = None):
 
     inp = keras.Input((height, width, 3))
     x = layers.Rescaling(1 / 127.5, offset=-1)(inp)
-    c1 = cbr(x, 16, 2)
-    c2 = sep(sep(c1, 32, 2), 32)
-    c3 = sep(sep(c2, 64, 2), 64)
-    c4 = sep(sep(sep(c3, 96, 2), 96), 96)
+    c1 = cbr(x, n(16), 2)
+    c2 = sep(sep(c1, n(32), 2), n(32))
+    c3 = sep(sep(c2, n(64), 2), n(64))
+    c4 = sep(sep(sep(c3, n(96), 2), n(96)), n(96))
     u = layers.Concatenate()([layers.UpSampling2D(2, interpolation="bilinear")(c4), c3])
-    u = sep(u, 64)
+    u = sep(u, n(64))
     u = layers.Concatenate()([layers.UpSampling2D(2, interpolation="bilinear")(u), c2])
-    u = sep(sep(u, 48), 48)
+    u = sep(sep(u, n(48)), n(48))
     heat = layers.Conv2D(1, 1, activation="sigmoid", name="heat",
-                         bias_initializer=keras.initializers.Constant(-2.19))(cbr(u, 32))
-    box = layers.Conv2D(4, 1, name="box")(cbr(u, 32))
+                         bias_initializer=keras.initializers.Constant(-2.19))(cbr(u, n(32)))
+    box = layers.Conv2D(4, 1, name="box")(cbr(u, n(32)))
     return keras.Model(inp, [heat, box], name="cell_detector")
 
 
@@ -180,7 +188,7 @@ def train(cfg: DetectorConfig):
     fields = load_fields(cfg.data, names, annotations, cfg.scale * cfg.scale_range[1], cfg.stain_input)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build()
+    model = build(channels=cfg.channels)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.steps, alpha=0.02,
                                                       warmup_target=None)
     opt = keras.optimizers.Adam(schedule)
@@ -223,9 +231,9 @@ def input_shape(scale: float) -> tuple[int, int]:
     return round(FIELD_SHAPE[0] * scale), round(FIELD_SHAPE[1] * scale)
 
 
-def fixed_shape(model, scale: float):
+def fixed_shape(model, scale: float, channels: float = 1.0):
     """The trained network rebuilt on the app's fixed field input shape, for conversion."""
-    fixed = build(*input_shape(scale))
+    fixed = build(*input_shape(scale), channels=channels)
     fixed.set_weights(model.get_weights())
     return fixed
 
@@ -325,7 +333,7 @@ def fit(cfg: DetectorConfig) -> Path:
                      "steps": cfg.steps, "final_losses": log[-1], "config": asdict(cfg)},
         "field_ranges": field_ranges(cfg.data, names, annotations, cfg.scale),
     }
-    path = convert(fixed_shape(model, cfg.scale), representative(cfg.data, names, cfg.scale, seed=cfg.seed, stain=cfg.stain_input),
+    path = convert(fixed_shape(model, cfg.scale, cfg.channels), representative(cfg.data, names, cfg.scale, seed=cfg.seed, stain=cfg.stain_input),
                    out / "cell-detector-int8.tflite", meta)
     threshold, table = store_threshold(path, cfg.data, names, annotations)
     print(f"threshold {threshold} (training fields: recall {table[threshold]['recall']:.3f}, "
