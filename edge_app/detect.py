@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_app.box_filter import FLOOR, BoxFilter
 from edge_app.model import ModelError, quantize_input, read_sidecar, shipped_path
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
@@ -241,6 +242,7 @@ class CellDetector:
                 raise ValueError(f"stain input {self.stain!r} (this app knows {', '.join(STAIN_INPUTS)})")
             if not (0 < self.scale <= 4 and 0 < self.threshold < 1 and self.height % STRIDE == 0 and self.width % STRIDE == 0):
                 raise ValueError("scale, threshold or input shape out of range")
+            self.box_filter = BoxFilter.from_meta(self.meta["box_filter"]) if "box_filter" in self.meta else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{self.path}: not a usable cell-detector sidecar ({exc})") from None
         try:
@@ -286,7 +288,17 @@ class CellDetector:
         return (float(sizes["min"]), float(sizes["max"])) if sizes else None
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None, passes: int = MAX_PASSES) -> list[Detection]:
-        """The red cells in a field, in reading order: those at or above the threshold, and large ones a little below it.
+        """The red cells in a field, in reading order: the candidates its box filter counts (`edge_app.box_filter`), or,
+        for a sidecar without one, those at or above the threshold and large ones a little below it."""
+        threshold = self.threshold if threshold is None else threshold
+        found = self.candidates(rgb, threshold, passes)
+        kept = self.box_filter.keep(found, threshold, rgb.shape[:2]) if self.box_filter else confident_or_large(found, threshold)
+        return sorted(kept, key=lambda d: (d.y + d.height // 2, d.x))
+
+    def candidates(self, rgb: np.ndarray, threshold: float | None = None, passes: int = MAX_PASSES,
+                   floor: float | None = None) -> list[Detection]:
+        """Every box down to `floor`: by default what `detect` chooses from, down to the box filter's floor, or
+        LARGE_CELL_MARGIN below the threshold for a sidecar without one.
 
         When the cells come out far smaller or larger than those the detector
         was trained on (see CELL_SIZE_LOW), the field is detected again at
@@ -295,7 +307,9 @@ class CellDetector:
         has to be configured. `passes=1` detects at the default scale only.
         """
         threshold = self.threshold if threshold is None else threshold
-        low = max(threshold - LARGE_CELL_MARGIN, 0.01)
+        if floor is None:
+            floor = FLOOR if self.box_filter else threshold - LARGE_CELL_MARGIN
+        low = max(floor, 0.01)
         heat, box, default = self.raw(rgb)
         found, s = decode(heat, box, low, default, rgb.shape[:2]), default
         for rescaled in range(passes - 1):
@@ -308,7 +322,7 @@ class CellDetector:
             if not any(d.score >= threshold for d in again):
                 break  # rescaled to where nothing is found: keep what the pass before found
             found = again
-        return sorted(confident_or_large(found, threshold), key=lambda d: (d.y + d.height // 2, d.x))
+        return found
 
     def _cells_scale(self, found: list[Detection], s: float, threshold: float, settle: bool = False) -> float | None:
         """The scale that brings the cells found at scale `s` to the middle of the training fields' cell sizes; None when
