@@ -122,3 +122,21 @@ def test_detector_command_widens_the_network(annotated, tmp_path):
         assert CellDetector(out / "cell-detector-int8.tflite").meta["training"]["config"]["channels"] == float(channels)
         params[channels] = keras.models.load_model(out / "model.keras").count_params()
     assert params["1"] < 100_000 and 3 < params["2"] / params["1"] < 4.5  # depthwise layers grow linearly, the rest as the square
+
+
+def test_detector_threshold_says_a_box_filter_needs_refitting(tiny_detector, tmp_path):
+    """A box filter's typical cell is set by the boxes at the threshold: re-tuning the threshold leaves it stale."""
+    pytest.importorskip("scipy", reason="matching boxes needs the train extra")
+    from edge_app.model import update_sidecar
+    from tests.test_box_filter import _filter
+    from training.cli import main
+
+    data = _annotated_fields(tmp_path / "fields")
+    det = tmp_path / "det.tflite"
+    det.write_bytes(tiny_detector.read_bytes())
+    det.with_suffix(".json").write_bytes(tiny_detector.with_suffix(".json").read_bytes())
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data)])
+    assert res.exit_code == 0 and "box-filter" not in res.output
+    update_sidecar(det, "box_filter", _filter().to_meta("test"))
+    res = CliRunner().invoke(main, ["detector-threshold", str(det), str(data)])
+    assert res.exit_code == 0 and "refit it with malaria-train box-filter" in res.output

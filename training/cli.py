@@ -187,6 +187,9 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     for t, row in table.items():
         click.echo(f"{t:.2f}  recall {row['recall']:.3f}  precision {row['precision']:.3f}  F1 {row['f1']:.3f}" + ("  <- chosen" if t == threshold else ""))
     click.echo(f"{detector}: threshold {threshold} from {len(names)} fields" + (f" (run {exclude} left out)" if exclude is not None else ""), err=True)
+    if "box_filter" in read_sidecar(detector):
+        click.echo(f"{detector} has a box filter fitted at its old threshold (the threshold sets a field's typical cell): "
+                   "refit it with malaria-train box-filter", err=True)
 
 
 @main.command("box-filter")
