@@ -11,6 +11,7 @@ import pytest
 from edge_app.box_filter import FEATURES, FLOOR, BoxFilter, box_features
 from edge_app.detect import STRIDE, CellDetector, Detection
 from edge_app.model import ModelError, update_sidecar
+from tests.conftest import FIXTURES
 
 F = {name: i for i, name in enumerate(FEATURES)}
 
@@ -135,5 +136,12 @@ def test_box_filter_command_fits_out_of_fold_and_writes_a_filter_the_app_uses(ti
     assert len(found) == 5 and all(d.x > 10 and d.x + d.width < 374 for d in found)  # the cells, not the cut ones
     assert len(detector.candidates(field)) > 5  # the cut ones were candidates
 
+    classifier = tmp_path / "classifier"
+    classifier.mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copy(FIXTURES / f"tiny-int8{suffix}", classifier / f"tiny-int8{suffix}")
+    wrong = CliRunner().invoke(main, ["box-filter", str(folds), str(data), "--write", str(classifier / "tiny-int8.tflite")])
+    assert wrong.exit_code == 1 and "not a usable cell-detector sidecar" in wrong.output and "nothing was written" in wrong.output
+    assert "box_filter" not in json.loads((classifier / "tiny-int8.json").read_text())
     missing = CliRunner().invoke(main, ["box-filter", str(tmp_path / "fields"), str(data), "--write", str(target / "cell-detector-int8.tflite")])
     assert missing.exit_code != 0 and "malaria-train detector --test-run 0" in missing.output

@@ -224,6 +224,7 @@ def box_filter_cmd(detectors, data, detector, exclude_run) -> None:
     boxes = load_annotations(annotations)
     runs = runs_of(sorted(boxes))
     try:
+        CellDetector(detector)  # the bundle to write into is a detector, whole and verified, before minutes of fitting
         exclude = read_sidecar(detector).get("training", {}).get("held_out_run") if exclude_run is None else exclude_run
         candidates, used = [], []
         for k, names in enumerate(runs):
