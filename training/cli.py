@@ -213,8 +213,8 @@ def box_filter_cmd(detectors, data, detector, exclude_run) -> None:
     from edge_app.detect import CellDetector
     from edge_app.model import ModelError, read_sidecar
     from edge_app.preprocess import ImageError
-    from training.box_filter import run_candidates
     from training.box_filter import fit as fit_filter
+    from training.box_filter import run_candidates
     from training.box_filter import write as write_filter
     from training.fields import load_annotations, runs_of
 
