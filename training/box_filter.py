@@ -12,7 +12,7 @@ own threshold is chosen).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +67,11 @@ def fit(fields: list[FieldCandidates]) -> tuple[BoxFilter, dict[float, float]]:
         raise ValueError("the candidates need both cells and boxes that are not cells to fit a box filter")
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
     model = LogisticRegression(max_iter=2000).fit((x - mean) / scale, y)
-    unfitted = BoxFilter(tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), 0.5)
-    p = [unfitted.probabilities(f.features) for f in fields]
+    uncut = BoxFilter(tuple(mean), tuple(scale), tuple(model.coef_[0]), float(model.intercept_[0]), 0.5)
+    p = [uncut.probabilities(f.features) for f in fields]
     table = {float(c): _f1(fields, [q >= c for q in p]) for c in CUTS}
     best = max(table, key=table.get)
-    return BoxFilter(unfitted.mean, unfitted.scale, unfitted.weights, unfitted.intercept, best), table
+    return replace(uncut, cut=best), table
 
 
 def write(detector_path: str | Path, box_filter: BoxFilter, fitted_on: str, table: dict[float, float]) -> None:

@@ -172,10 +172,10 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     if not annotations.is_file() or not (Path(data) / "images").is_dir():
         raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
     try:
-        held_out = read_sidecar(detector).get("training", {}).get("held_out_run")
+        meta = read_sidecar(detector)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
-    exclude = held_out if exclude_run is None else exclude_run
+    exclude = meta.get("training", {}).get("held_out_run") if exclude_run is None else exclude_run
     boxes = load_annotations(annotations)
     names = [n for i, r in enumerate(runs_of(sorted(boxes))) if i != exclude for n in r]
     if not names:
@@ -187,7 +187,7 @@ def detector_threshold_cmd(detector, data, exclude_run) -> None:
     for t, row in table.items():
         click.echo(f"{t:.2f}  recall {row['recall']:.3f}  precision {row['precision']:.3f}  F1 {row['f1']:.3f}" + ("  <- chosen" if t == threshold else ""))
     click.echo(f"{detector}: threshold {threshold} from {len(names)} fields" + (f" (run {exclude} left out)" if exclude is not None else ""), err=True)
-    if "box_filter" in read_sidecar(detector):
+    if "box_filter" in meta:
         click.echo(f"{detector} has a box filter fitted at its old threshold (the threshold sets a field's typical cell): "
                    "refit it with malaria-train box-filter", err=True)
 
@@ -211,7 +211,7 @@ def box_filter_cmd(detectors, data, detector, exclude_run) -> None:
     """
     from edge_app.box_filter import FEATURES
     from edge_app.detect import CellDetector
-    from edge_app.model import ModelError, read_sidecar
+    from edge_app.model import ModelError
     from edge_app.preprocess import ImageError
     from training.box_filter import fit as fit_filter
     from training.box_filter import run_candidates
@@ -224,8 +224,8 @@ def box_filter_cmd(detectors, data, detector, exclude_run) -> None:
     boxes = load_annotations(annotations)
     runs = runs_of(sorted(boxes))
     try:
-        CellDetector(detector)  # the bundle to write into is a detector, whole and verified, before minutes of fitting
-        exclude = read_sidecar(detector).get("training", {}).get("held_out_run") if exclude_run is None else exclude_run
+        target = CellDetector(detector)  # the bundle to write into is a detector, whole and verified, before minutes of fitting
+        exclude = target.meta.get("training", {}).get("held_out_run") if exclude_run is None else exclude_run
         candidates, used = [], []
         for k, names in enumerate(runs):
             if k == exclude:
