@@ -35,6 +35,20 @@ BORDER_PX = 2
 SHOWN_CAP = 1.5
 
 
+def intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Area shared by every (x, y, w, h) box in `a` with every box in `b`: shape (len(a), len(b)).
+
+    The one overlap measure behind the filter's features and the benchmarks'
+    matching (training.fields.iou_matrix), so the two cannot differ.
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x0, y0 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+
 def box_features(found: list[Detection], threshold: float, field_shape: tuple[int, int]) -> np.ndarray:
     """(N, len(FEATURES)) for a field's candidate boxes: its confident boxes (at `threshold`) set the typical cell.
 
@@ -58,10 +72,7 @@ def box_features(found: list[Detection], threshold: float, field_shape: tuple[in
     shorter = np.minimum(b[:, 2], b[:, 3])
     shown = np.where(border > 0, np.minimum(shorter / np.sqrt(typical), SHOWN_CAP), 1.0)
     elongation = np.log(np.maximum(b[:, 2], b[:, 3]) / shorter)
-    x0, y0 = np.maximum(b[:, None, 0], b[None, :, 0]), np.maximum(b[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(b[:, None, 0] + b[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y1 = np.minimum(b[:, None, 1] + b[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    inter = intersections(b, b)
     stronger = s[None, :] > s[:, None]
     overlap = np.where(stronger, inter / (area[:, None] + area[None, :] - inter), 0.0).max(axis=1)
     covered = np.where(stronger, inter / area[:, None], 0.0).max(axis=1)

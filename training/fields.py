@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from edge_app.box_filter import intersections
+
 if TYPE_CHECKING:
     from edge_app.detect import CellDetector
     from edge_app.model import ModelBundle
@@ -98,9 +100,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every (x, y, w, h) box in `a` against every box in `b`: shape (len(a), len(b))."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    ax1, ay1, ax2, ay2 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
-    bx1, by1, bx2, by2 = b[None, :, 0], b[None, :, 1], b[None, :, 0] + b[None, :, 2], b[None, :, 1] + b[None, :, 3]
-    inter = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None) * np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
+    inter = intersections(a, b)
     union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
