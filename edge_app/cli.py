@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -522,6 +523,12 @@ def filter_options(fn):
     return fn
 
 
+def printable(text: str) -> str:
+    """Text as a terminal may show it: every control character (an escape sequence's ESC or CSI, a bell) as "?", so a
+    sample code or name typed into a page can never move the cursor, retitle the window or clear the screen."""
+    return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
+
+
 @main.group()
 def slides() -> None:
     """The slide register: every slide counted on this device, and its review."""
@@ -540,8 +547,8 @@ def slides_list(since, until, sample, status, register) -> None:
         return
     click.echo(f"{'id':<24} {'counted':<20} {'sample':<12} {'cells':>7} {'parasitemia':>11} {'reviewed':>9}  status")
     for r in rows:
-        click.echo(f"{r['id']:<24} {(r['counted'] or '')[:19]:<20} {(r['sample'] or '-')[:12]:<12} {r['cells']:>7,} "
-                   f"{pct(r['parasitemia']):>11} {pct(r['reviewed_parasitemia']):>9}  {r['status']}")
+        click.echo(printable(f"{r['id']:<24} {(r['counted'] or '')[:19]:<20} {(r['sample'] or '-')[:12]:<12} {r['cells']:>7,} "
+                             f"{pct(r['parasitemia']):>11} {pct(r['reviewed_parasitemia']):>9}  {r['status']}"))
 
 
 @slides.command("show")
@@ -556,12 +563,12 @@ def slides_show(slide_id, register) -> None:
     if slide is None:
         raise SetupError(f"no slide {slide_id!r} in the register (see `malaria-edge slides list`)")
     for key, value in slide.items():
-        click.echo(f"{key:<22} {value if value is not None else '-'}")
+        click.echo(printable(f"{key:<22} {value if value is not None else '-'}"))
     made = decisions(conn, slide_id)
     if made:
         click.echo(f"decisions ({len(made)}):")
         for d in made:
-            click.echo(f"  cell {d['cell']:<10} {d['decision']:<8} {d['reviewer']} {d['decided_at']}")
+            click.echo(printable(f"  cell {d['cell']:<10} {d['decision']:<8} {d['reviewer']} {d['decided_at']}"))
 
 
 @slides.command("export")
@@ -601,38 +608,68 @@ def slides_rebuild(roots, register) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="MALARIA_EDGE_HOST", show_envvar=True,
-              help="Address to listen on; anything but this device itself (e.g. 0.0.0.0 for phones on its hotspot) needs --token.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-@click.option("--token", envvar="MALARIA_EDGE_TOKEN", show_envvar=True, default=None,
-              help="Access token (or PIN) every browser must give once. Required with --host other than localhost.")
+              help="Address to listen on; anything but this device itself (e.g. 0.0.0.0 for phones on its hotspot) needs "
+                   "an access token.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File holding the access token (or PIN, at least 8 characters) every browser must give once; or set "
+                   "MALARIA_EDGE_TOKEN. Required with --host other than localhost.")
+@click.option("--token", hidden=True, default=None)
 @click.option("--reviewer", default=None, help="Name decisions are recorded under until a reviewer enters theirs in the page.")
 @register_option
 @model_option
 @click.option("--detector", type=click.Path(dir_okay=False), default=None, help="Cell detector for uploaded fields. Default: the shipped one.")
-@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)")
+@click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)",
+              help="Threads for classifying uploads.")
 @click.option("--max-upload-mb", type=click.IntRange(1, 200), default=25, show_default=True, help="Largest upload accepted.")
-def serve(host, port, token, reviewer, register, model, detector, threads, max_upload_mb) -> None:
+@click.option("--verbose", is_flag=True, help="Log one line per request.")
+def serve(host, port, token_file, token, reviewer, register, model, detector, threads, max_upload_mb, verbose) -> None:
     """Review slides in a browser: the register, each slide's cells to confirm or reject, and classifying uploads.
 
     Offline: every page and asset is served by the app itself. Listens on
     this device only unless --host says otherwise, and then every browser
-    must give the access token.
+    must give the access token. For a trusted hotspot, not the internet
+    (deploy/README.md says what it guarantees).
     """
-    from edge_app.web import create_app, is_loopback, make_server, session_secret
+    import logging
 
-    if not is_loopback(host) and not token:
-        raise click.UsageError(f"--host {host} lets other devices in: give an access --token (or PIN) for them to enter")
-    _open_register(register).close()  # a bad register path fails here, not on the first page
-    app = create_app(register=register, token=token, reviewer=reviewer, model=model, detector=detector, threads=threads,
-                     max_upload_mb=max_upload_mb, secret_key=session_secret(register))
+    from edge_app.register import reconcile
+    from edge_app.web import create_app, is_loopback, make_server, session_secret
+    from edge_app.web_guard import MIN_TOKEN_LENGTH
+
+    if token is not None:
+        raise click.UsageError("a token on the command line shows in `ps` to every user of this device: put it in "
+                               "MALARIA_EDGE_TOKEN or a file given with --token-file")
+    secret = _read_token(token_file) if token_file else os.environ.get("MALARIA_EDGE_TOKEN") or None
+    if secret is not None and len(secret) < MIN_TOKEN_LENGTH:
+        raise click.UsageError(f"the access token must be at least {MIN_TOKEN_LENGTH} characters "
+                               "(e.g. `openssl rand -hex 8`)")
+    if not is_loopback(host) and not secret:
+        raise click.UsageError(f"--host {host} lets other devices in: give an access token for them to enter "
+                               "(MALARIA_EDGE_TOKEN, or --token-file)")
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO if verbose else logging.WARNING)
+    conn = _open_register(register)  # a bad register path fails here, not on the first page
+    fixed = reconcile(conn, on_error=lambda slide_id, why: click.echo(f"warning: slide {slide_id}: {why}", err=True))
+    conn.close()
+    if fixed:
+        click.echo(f"register: {_plural(fixed, 'slide')} brought up to its review decisions", err=True)
+    app = create_app(register=register, token=secret, reviewer=reviewer, model=model, detector=detector, threads=threads,
+                     max_upload_mb=max_upload_mb, secret_key=session_secret(register), listen=host)
     try:
-        server = make_server(app, host, port)
+        server = make_server(app, host, port, verbose=verbose)
     except OSError as exc:
         raise SetupError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): is another serve running? "
                          "Choose another --port") from None
     shown = "localhost" if is_loopback(host) else host
     click.echo(f"serving on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
     server.run()
+
+
+def _read_token(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"cannot read the token file {path}: {exc}") from None
 
 
 if __name__ == "__main__":

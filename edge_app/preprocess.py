@@ -48,6 +48,7 @@ def load_rgb(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     reduce_to: int | None = None,
+    max_decoded_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode an image fully, upright and as (H, W, 3) 8-bit RGB pixels, or raise ImageError with a one-line reason.
 
@@ -58,7 +59,10 @@ def load_rgb(
     mode, else Pillow's box reduce), keeping its shorter side at least twice
     `reduce_to`: a 40-megapixel photo dropped among cell images then costs
     tens of megabytes, not a gigabyte, and the final area resize sees the
-    same average it would have.
+    same average it would have. With `max_decoded_pixels`, an image that
+    would still be larger than that once decoded (any format but JPEG,
+    which draft mode shrinks first) is refused: a memory budget for the
+    pixels themselves, not only for the header's claim.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -78,16 +82,19 @@ def load_rgb(
             if width * height > max_pixels:
                 raise ImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
             factor = min(width, height) // (2 * reduce_to) if reduce_to else 1
-            if factor < 2 and _plain_rgb_png(img) and (pixels := _decode_png(source, width, height)) is not None:
-                return pixels
             if factor >= 2 and img.format == "JPEG":
                 img.draft("RGB", (width // factor, height // factor))
                 factor = min(img.size) // (2 * reduce_to)
+            if max_decoded_pixels and img.size[0] * img.size[1] > max_decoded_pixels:
+                raise ImageError(f"image too large to decode here ({width}x{height}; at most {max_decoded_pixels:,} "
+                                 "pixels, or a JPEG)")
+            if factor < 2 and _plain_rgb_png(img) and (pixels := _decode_png(source, width, height)) is not None:
+                return pixels
             with _LARGE_DECODES if width * height > LARGE_PIXELS else nullcontext():
                 img.load()
                 small = _reducible(img).reduce(factor) if factor >= 2 else img
-                upright = ImageOps.exif_transpose(small)
-                return np.asarray(_to_rgb(upright))
+                ImageOps.exif_transpose(small, in_place=True)  # upright; no copy of a frame already upright
+                return np.asarray(_to_rgb(small))
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 
 from edge_app.results import csv_cell, folder_lock
 from edge_app.review import read_decisions
-from edge_app.slide import SUMMARY_FILE, read_identity, read_summary
+from edge_app.slide import SUMMARY_FILE, publish, read_identity, read_summary, slide_review
 
 ENV_VAR = "MALARIA_EDGE_REGISTER"
 STATUSES = ("counted", "in review", "reviewed")
@@ -138,10 +138,11 @@ class transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _slide_record(folder: Path, summary: dict) -> dict:
-    """The register's row for a slide, from its summary and identity (edge_app.slide.read_identity)."""
+def _slide_record(folder: Path, summary: dict, review: dict) -> dict:
+    """The register's row for a slide, from its summary, its review as its decisions give it (not the summary's copy,
+    which a crash may have left behind them) and its identity (edge_app.slide.read_identity)."""
     ident = read_identity(folder)
-    total, review = summary["total"], summary.get("review") or {}
+    total = summary["total"]
     lo, hi = total["ci95"]
     rlo, rhi = review.get("ci95") or (None, None)
     return {
@@ -160,10 +161,11 @@ def _slide_record(folder: Path, summary: dict) -> dict:
 
 
 def read_slide(folder: str | os.PathLike) -> tuple[dict, list]:
-    """A slide folder's register row and its decisions, read from its files."""
+    """A slide folder's register row and its decisions, read from its files: the review recomputed from review.jsonl."""
     folder = Path(folder).resolve()
-    record = _slide_record(folder, read_summary(folder))
-    return record, list(read_decisions(folder).values())
+    summary = read_summary(folder)
+    review = slide_review(folder, summary)
+    return _slide_record(folder, summary, review.as_dict()), list(review.decisions.values())
 
 
 def _store(conn: sqlite3.Connection, record: dict, slide_decisions: list) -> None:
@@ -290,3 +292,36 @@ def rebuild(conn: sqlite3.Connection, roots: Iterable[str | os.PathLike],
         for record, slide_decisions in slides:
             _store(conn, record, slide_decisions)
     return len(slides)
+
+
+def reconcile(conn: sqlite3.Connection, on_error: Callable[[str, str], None] = lambda slide_id, reason: None) -> int:
+    """Bring every registered slide's summary, report and register row up to its review.jsonl, where a crash between
+    writing a decision and the rest left them behind; returns how many slides needed it.
+
+    Checked cheaply first (the decisions themselves, and the summary's latest
+    decision), so a start-up over hundreds of slides in agreement reads only
+    their small review files. A folder that no longer holds its slide is
+    reported through `on_error` and left alone: `slides rebuild` is the fix.
+    """
+    fixed = 0
+    for row in conn.execute("SELECT id, folder FROM slides").fetchall():
+        slide_id, folder = row["id"], Path(row["folder"])
+        try:
+            with folder_lock(folder):
+                if read_identity(folder)["id"] != slide_id:
+                    on_error(slide_id, f"{folder} now holds another slide; run `malaria-edge slides rebuild`")
+                    continue
+                made = {d.key: (d.decision, d.reviewer, d.at) for d in read_decisions(folder).values()}
+                registered = {r["cell"]: (r["decision"], r["reviewer"], r["decided_at"]) for r in
+                              conn.execute("SELECT cell, decision, reviewer, decided_at FROM decisions WHERE slide_id = ?",
+                                           (slide_id,))}
+                summary = read_summary(folder)
+                latest = max((at for _, _, at in made.values()), default=None)
+                if made == registered and (summary.get("review") or {}).get("last_decision") == latest:
+                    continue
+                publish(folder)
+                index_slide(conn, folder)
+                fixed += 1
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            on_error(slide_id, str(exc) or type(exc).__name__)
+    return fixed

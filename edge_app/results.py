@@ -15,8 +15,10 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, Sequence
 
 #: Results are patients' data: new results files are readable by their owner only (and a slide's folder, SLIDE_MODE).
@@ -92,7 +94,11 @@ def encode_rows(rows: Iterable[Record], fmt: str, header: bool = False, fields: 
 def read_rows(path: str, fmt: str, fields: Sequence[str] = FIELDS) -> list[dict]:
     """Parse a results file written by ResultWriter (ignoring a torn last line)."""
     with open(path, encoding="utf-8", newline="") as f:
-        text = f.read()
+        return parse_rows(f.read(), fmt, fields, path)
+
+
+def parse_rows(text: str, fmt: str, fields: Sequence[str] = FIELDS, path: str = "results") -> list[dict]:
+    """Parse a results file's text, `path` naming it in errors (see `read_rows`)."""
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     if fmt == "csv":
@@ -168,8 +174,10 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     later `--resume` would fail to read.
     """
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, RESULTS_MODE), "w", encoding="utf-8") as f:
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a crashed writer's leftover, or a planted link: never written through
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, RESULTS_MODE), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -272,13 +280,51 @@ def _cut_torn_line(path: str) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+_held = threading.local()
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold a slide folder's lock: a count and a review writing the same slide's files take turns (flock: released by
-    the kernel when a holder is killed, so a crash never leaves the folder locked)."""
-    fd = os.open(os.path.join(os.fspath(folder), ".lock"), os.O_RDWR | os.O_CREAT, RESULTS_MODE)
+    the kernel when a holder is killed, so a crash never leaves the folder locked).
+
+    Re-entrant within a thread, so a step that needs the folder held across
+    several writes (a review decision, its summary and the register) can
+    call functions that take the lock themselves.
+    """
+    key = os.path.realpath(folder)
+    held = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    fd = open_in(folder, ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(key)
         yield
     finally:
+        held.discard(key)
         os.close(fd)
+
+
+def open_in(folder: str | os.PathLike, relative: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = RESULTS_MODE) -> int:
+    """A file descriptor for `relative` inside a slide folder, through no symbolic link below the folder (OSError,
+    ELOOP, when one is there): a link planted in a slide folder must not make `serve` read or write elsewhere."""
+    parts = Path(relative).parts
+    if not parts or any(p in ("..", "/") for p in parts):
+        raise ValueError(f"{relative!r} is not a path inside the folder")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_in(folder: str | os.PathLike, relative: str | os.PathLike) -> bytes:
+    """A slide folder's file, whole, read through no symbolic link (`open_in`)."""
+    with open(open_in(folder, relative), "rb") as f:
+        return f.read()

@@ -33,14 +33,13 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from edge_app.labels import LABELS
 from edge_app.parasitemia import CountingErrors, Parasitemia
-from edge_app.results import folder_lock
+from edge_app.results import folder_lock, open_in, read_in
 
 REVIEW_FILE = "review.jsonl"
 DECISIONS = ("confirm", "reject")
@@ -166,11 +165,12 @@ def review_cells(rows: list[dict], seed: str, threshold: float | None = None, sp
 
 def read_decisions(folder: str | os.PathLike) -> dict[str, Decision]:
     """The latest decision for each cell; a line torn by a power cut is ignored."""
-    path = Path(folder) / REVIEW_FILE
     decisions: dict[str, Decision] = {}
-    if not path.exists():
+    try:
+        text = read_in(folder, REVIEW_FILE).decode("utf-8", errors="replace")
+    except FileNotFoundError:
         return decisions
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             d = json.loads(line)
             decision = Decision(str(d["key"]), d["decision"], str(d["reviewer"]), str(d["at"]))
@@ -191,7 +191,7 @@ def record_decision(folder: str | os.PathLike, cell: ReviewCell, decision: str, 
     line = json.dumps({"key": made.key, "field": cell.field, "cell": cell.cell, "call": cell.call,
                        "decision": made.decision, "reviewer": made.reviewer, "at": made.at}) + "\n"
     with folder_lock(folder):
-        fd = os.open(Path(folder) / REVIEW_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = open_in(folder, REVIEW_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)

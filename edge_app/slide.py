@@ -43,7 +43,7 @@ from edge_app.labels import LABELS
 from edge_app.model import ModelBundle
 from edge_app.parasitemia import MIN_RELIABLE_CELLS, CountingErrors, Parasitemia
 from edge_app.report import Thumbnail, annotate, render_html, save_png
-from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, read_rows, write_atomic
+from edge_app.results import SLIDE_MODE, OutputError, ResultWriter, folder_lock, maker_changes, parse_rows, read_in, write_atomic
 from edge_app.review import REVIEW_FILE, Review, cell_key, numbered_cells, read_decisions, review_cells, row_box, white_cell_rows
 from edge_app.smear import Cell, CellResult, classify_cells, find_field_cells
 
@@ -63,7 +63,7 @@ def read_identity(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     for name in (SLIDE_FILE, SUMMARY_FILE):
         try:
-            ident = json.loads((folder / name).read_text(encoding="utf-8"))
+            ident = json.loads(read_in(folder, name).decode("utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(ident, dict) and isinstance(ident.get("id"), str) and ident["id"]:
@@ -252,7 +252,7 @@ class SlideRun:
 
 def read_summary(folder: str | os.PathLike) -> dict:
     """A counted slide's summary.json (OSError or ValueError when there is none, or it is not one)."""
-    summary = json.loads((Path(folder) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    summary = json.loads(read_in(folder, SUMMARY_FILE).decode("utf-8"))
     if not isinstance(summary, dict) or not {"results", "total", "fields"} <= summary.keys():
         raise ValueError(f"{folder}/{SUMMARY_FILE} is not a malaria-edge slide summary")
     return summary
@@ -276,13 +276,14 @@ def cell_boxes(folder: str | os.PathLike, summary: dict) -> dict[str, tuple[int,
 def _results_version(folder: str | os.PathLike, summary: dict) -> tuple[str, int, int]:
     """The results file and what changes when it does (mtime, size): the key of the parsed copies below."""
     path = Path(folder) / Path(summary["results"]).name
-    stat = path.stat()
+    stat = path.lstat()
     return str(path), stat.st_mtime_ns, stat.st_size
 
 
 @functools.lru_cache(maxsize=8)
 def _rows_of(path: str, _mtime_ns: int, _size: int) -> list[dict]:
-    return read_rows(path, Path(path).suffix.lstrip(".") or "csv", CELL_FIELDS)
+    text = read_in(Path(path).parent, Path(path).name).decode("utf-8")
+    return parse_rows(text, Path(path).suffix.lstrip(".") or "csv", CELL_FIELDS, path)
 
 
 @functools.lru_cache(maxsize=8)

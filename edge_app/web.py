@@ -7,22 +7,35 @@ field images, and export. Every asset is served by the app; the pages'
 content security policy forbids anything else, and the app itself opens no
 connection.
 
-Guards, each tested in tests/test_web.py:
+Guards, each tested in tests/test_web.py and tests/test_serve_attacks.py:
 - listens on 127.0.0.1 unless told otherwise, and then every browser must
-  give the access token once (kept in its signed session cookie);
+  give the access token once (kept in its signed session cookie, which
+  expires after SESSION_HOURS, or at sign-out); a wrong token makes its
+  client wait, doubling each time, without holding a server thread
+  (edge_app.web_guard);
+- answers only requests naming this device as their Host (no DNS
+  rebinding), and redirects only to paths on this site;
 - every form carries a CSRF token (Flask-WTF);
 - images are found from a slide id and numbers looked up in the register,
-  so no path from a request reaches the file system;
-- uploads are size-limited and decoded by the same guarded `load_rgb` as any
-  input.
+  so no path from a request reaches the file system, and the slide folder
+  must still hold that slide (slide.json) and no symbolic link is followed
+  inside it;
+- uploads are size-limited, decoded one at a time within a pixel budget
+  that fits the service's memory limit, by the same guarded `load_rgb` as
+  any input; request bodies and connections are bounded by waitress;
+- a decision on a cell that another reviewer changed since the page was
+  loaded is refused as a conflict, not silently overwritten.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import hmac
 import io
-import ipaddress
+import logging
 import os
 import secrets
 import sqlite3
@@ -37,10 +50,16 @@ from PIL import Image, ImageDraw
 from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
 from edge_app.preprocess import ImageError, fit_square, load_rgb
-from edge_app.register import STATUSES, Filters, connect, export, get_slide, index_slide, iso_date, list_slides
+from edge_app.register import STATUSES, Filters, connect, export, get_slide, iso_date, list_slides
 from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text, white_cells_text
-from edge_app.review import DECISIONS, cell_key, record_decision
-from edge_app.slide import SlideRun, cell_boxes, publish, read_summary, slide_review, total_from_summary
+from edge_app.results import open_in
+from edge_app.review import DECISIONS, cell_key
+from edge_app.slide import SlideRun, cell_boxes, read_identity, read_summary, slide_review, total_from_summary
+from edge_app.decisions import DecisionRefused, decide, seen_token
+from edge_app.web_guard import Backoff, HostCheck, SignedOut, is_loopback, same_site_path
+
+__all__ = ["create_app", "is_loopback", "make_server", "session_secret"]
+log = logging.getLogger("malaria_edge.serve")
 
 #: Uploads at least this many pixels on their shorter side are fields (cells are about 100-200 px).
 FIELD_MIN_SIDE = 400
@@ -51,19 +70,17 @@ CELL_SHOWN = 192
 REVIEWED_FRAME = (30, 90, 230)
 #: Fields are sent at most this wide (a desktop screen; a phone scales them down).
 FIELD_SHOWN = 1280
-#: A wrong token costs the guesser this long (a 6-digit PIN then takes weeks to find).
-FAILED_LOGIN_DELAY = 1.0
+#: A browser stays signed in this long after giving the token (checked by the server, whatever the cookie says).
+SESSION_HOURS = 12
+#: Uploads: an image is decoded into at most this many pixels (a JPEG shrunk while it is decoded; any other format
+#: this large is refused), and a field is analysed at most this large: with one upload analysed at a time, the
+#: server stays within the service unit's MemoryMax (deploy/raspberry-pi/malaria-edge-serve@.service).
+UPLOAD_DECODED_PIXELS = 8_000_000
+UPLOAD_FIELD_PIXELS = 3_000_000
+#: Form parts (files and fields) in one request: a Classify upload of this many images at most.
+MAX_FORM_PARTS = 100
 CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def session_secret(register: str | None) -> bytes:
@@ -90,15 +107,19 @@ def session_secret(register: str | None) -> bytes:
 
 def create_app(register: str | None = None, token: str | None = None, reviewer: str | None = None,
                model: str | None = None, detector: str | None = None, threads: int = 1, max_upload_mb: int = 25,
-               secret_key: bytes | None = None) -> Flask:
-    """The web app over one register. Models are loaded on the first upload, so the slides open at once."""
+               secret_key: bytes | None = None, listen: str = "127.0.0.1", clock=time.time) -> Flask:
+    """The web app over one register, answering requests that name `listen` (what the server listens on) or this
+    device as their Host. Models are loaded on the first upload, so the slides open at once."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secret_key or secrets.token_bytes(32), MAX_CONTENT_LENGTH=max_upload_mb * 1024 * 1024,
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", WTF_CSRF_TIME_LIMIT=None,
-                      MAX_UPLOAD_MB=max_upload_mb)
+                      MAX_FORM_PARTS=MAX_FORM_PARTS, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      WTF_CSRF_TIME_LIMIT=None, MAX_UPLOAD_MB=max_upload_mb)
     CSRFProtect(app)
     models = _Models(model, detector, threads)
     token_mac = hmac.new(app.config["SECRET_KEY"], (token or "").encode(), "sha256").hexdigest()
+    hosts = HostCheck(listen)
+    backoff = Backoff(clock)
+    signed_out = SignedOut()
 
     def db() -> sqlite3.Connection:
         if "db" not in g:
@@ -111,19 +132,42 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
         if conn is not None:
             conn.close()
 
+    def signed_in() -> bool:
+        return (session.get("auth") == token_mac and clock() - float(session.get("auth_at", 0)) < SESSION_HOURS * 3600
+                and session.get("sid") not in signed_out)
+
+    def sign_in() -> None:
+        session.update(auth=token_mac, auth_at=clock(), sid=secrets.token_hex(8))
+
+    def token_matches(given: str) -> bool:
+        """Whether a token given by this client is right; a wrong one makes the client wait (Backoff), and while it
+        waits nothing it sends is checked (429)."""
+        client = request.remote_addr or "?"
+        wait = backoff.wait(client)
+        if wait:
+            abort(429, f"Too many wrong tokens from this device: try again in {wait:.0f} s.")
+        if hmac.compare_digest(given.encode(), (token or "").encode()):
+            backoff.succeeded(client)
+            return True
+        count, wait = backoff.failed(client)
+        log.warning("wrong access token from %s (%d in a row; refused for %.0f s)", client, count, wait)
+        return False
+
     @app.before_request
-    def require_token():
-        if not token or request.endpoint in ("login", "static") or session.get("auth") == token_mac:
+    def guard():
+        if not hosts.allows(request.host):
+            abort(400, "This server answers only requests addressed to this device.")
+        if request.url_rule is None:
+            abort(404)
+        if not token or request.endpoint in ("login", "static") or signed_in():
             return None
         given = request.args.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if given and hmac.compare_digest(given.encode(), token.encode()):
-            session["auth"] = token_mac
+        if given and token_matches(given):
+            sign_in()
             if request.method == "GET" and "token" in request.args:  # it leaves the address bar (and the history)
                 args = {k: v for k, v in request.args.items() if k != "token"}
                 return redirect(url_for(request.endpoint, **(request.view_args or {}), **args))
             return None
-        if given:
-            time.sleep(FAILED_LOGIN_DELAY)
         if request.method == "GET" and request.accept_mimetypes.accept_html:
             return redirect(url_for("login", next=request.full_path))
         abort(401)
@@ -139,21 +183,29 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     @app.context_processor
     def page_globals() -> dict:
         return {"reviewer": current_reviewer(), "percent": pct, "review_text": review_text, "decided_words": DECIDED,
-                "field_min_side": FIELD_MIN_SIDE, "white_cells_text": white_cells_text}
+                "field_min_side": FIELD_MIN_SIDE, "white_cells_text": white_cells_text,
+                "can_sign_out": bool(token) and signed_in(), "seen_token": seen_token}
 
     def current_reviewer() -> str | None:
         return session.get("reviewer") or reviewer
 
     @app.route("/login", methods=["GET", "POST"])
     def login():
-        target = _local(request.values.get("next"))
+        target = same_site_path(request.values.get("next"))
         if request.method == "POST":
-            if token and hmac.compare_digest(request.form.get("token", "").strip().encode(), token.encode()):
-                session["auth"] = token_mac
+            if token and token_matches(request.form.get("token", "").strip()):
+                sign_in()
                 return redirect(target)
-            time.sleep(FAILED_LOGIN_DELAY)
             return render_template("login.html", next=target, failed=True), 401
         return render_template("login.html", next=target, failed=False)
+
+    @app.route("/logout", methods=["POST"])
+    def logout():
+        """Sign this browser out: its session cookie is dropped, and refused from now on even if kept."""
+        if session.get("sid"):
+            signed_out.add(session["sid"])
+        session.clear()
+        return redirect(url_for("login") if token else url_for("slides"))
 
     @app.route("/")
     def home():
@@ -166,7 +218,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
             session["reviewer"] = name
         else:
             session.pop("reviewer", None)
-        return redirect(_local(request.form.get("next")))
+        return redirect(same_site_path(request.form.get("next")))
 
     @app.route("/slides")
     def slides():
@@ -175,15 +227,22 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
                                statuses=STATUSES)
 
     def slide_folder(slide_id: str) -> tuple[dict, Path, dict]:
+        """A registered slide's row, folder and summary, once the folder is known to still hold that very slide: a
+        folder moved or swapped must never show one patient's cells under another's name."""
         row = get_slide(db(), slide_id)
         if row is None:
             abort(404, f"no slide {slide_id} in the register")
         folder = Path(row["folder"])
         try:
-            return row, folder, read_summary(folder)
+            summary = read_summary(folder)
         except (OSError, ValueError):
             abort(410, f"slide {slide_id}'s folder {folder} is gone or damaged; `malaria-edge slides rebuild` "
                        "updates the register")
+        held = read_identity(folder)["id"]
+        if held != slide_id:
+            abort(409, f"the folder registered for slide {slide_id}, {folder}, now holds slide {held} (moved or "
+                       "swapped?): run `malaria-edge slides rebuild` on the slide folders to put the register right")
+        return row, folder, summary
 
     @app.route("/slides/<slide_id>")
     def slide(slide_id: str):
@@ -196,7 +255,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     def field_image(slide_id: str, field_no: int):
         _, folder, summary = slide_folder(slide_id)
         path = _annotated_path(folder, summary, field_no)
-        return _image_response(_field_jpeg(path, path.stat().st_mtime_ns))
+        return _image_response(_field_jpeg(path, path.lstat().st_mtime_ns))
 
     @app.route("/slides/<slide_id>/cells/<int:field_no>/<cell>.jpg")
     def cell_image(slide_id: str, field_no: int, cell: str):
@@ -204,29 +263,31 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
         _, folder, summary = slide_folder(slide_id)
         white = cell.startswith("w")
         number = cell[1:] if white else cell
-        box = cell_boxes(folder, summary).get(cell_key(field_no, int(number), white)) if number.isdigit() else None
+        box = cell_boxes(folder, summary).get(cell_key(field_no, int(number), white)) \
+            if number.isascii() and number.isdecimal() else None
         if box is None:
             abort(404)
         path = _annotated_path(folder, summary, field_no)
-        return _image_response(_cell_jpeg(path, path.stat().st_mtime_ns, box))
+        return _image_response(_cell_jpeg(path, path.lstat().st_mtime_ns, box))
 
     @app.route("/slides/<slide_id>/review", methods=["POST"])
     def review(slide_id: str):
-        _, folder, summary = slide_folder(slide_id)
+        slide_folder(slide_id)
         key, decision = request.form.get("cell", ""), request.form.get("decision", "")
-        cells = {c.key: c for c in slide_review(folder, summary).cells}
         name = current_reviewer()
-        if key not in cells or decision not in DECISIONS:
-            abort(400, "not a cell of this slide's review, or not confirm/reject")
+        if decision not in DECISIONS:
+            abort(400, "not confirm/reject")
         if not name:
             abort(400, "enter your name as reviewer first (top of the page): each decision records who made it")
-        record_decision(folder, cells[key], decision, name)
-        summary = publish(folder)
-        index_slide(db(), folder)
+        try:
+            made, summary = decide(db(), slide_id, key, decision, name, seen=request.form.get("seen"))
+        except DecisionRefused as exc:
+            abort(exc.status, str(exc))
         state = summary["review"]
         if request.accept_mimetypes.best == "application/json":
             return jsonify({"cell": key, "decision": decision, "reviewer": name, "status": state["status"],
-                            "decided": state["decided"], "text": review_text(state), "figure": pct(state["parasitemia"])})
+                            "decided": state["decided"], "text": review_text(state), "figure": pct(state["parasitemia"]),
+                            "seen": made.seen})
         return redirect(url_for("slide", slide_id=slide_id, _anchor=f"cell-{key.replace(':', '-')}"))
 
     @app.route("/classify", methods=["GET", "POST"])
@@ -259,20 +320,30 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     def csrf_error(exc: CSRFError):
         return render_template("error.html", code=400, message=f"{exc.description} Reload the page and try again."), 400
 
+    @app.errorhandler(OSError)
+    def unreadable(exc: OSError):
+        """A slide folder's file that cannot be read or written (gone mid-request, or a symbolic link where a file
+        should be, which is never followed): the folder is damaged, not the server."""
+        message = (f"a file of this slide's folder cannot be used ({exc.strerror or exc}): the folder was changed or "
+                   "damaged; `malaria-edge slides rebuild` updates the register")
+        return render_template("error.html", code=410, message=message), 410
+
     @app.errorhandler(413)
     def too_large(_exc):
-        return render_template("error.html", code=413,
-                               message=f"Upload too large: at most {max_upload_mb} MB at a time."), 413
+        if (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]:
+            message = f"Upload too large: at most {max_upload_mb} MB at a time."
+        else:
+            message = f"Too many files at once: at most {MAX_FORM_PARTS - 5} images in one upload."
+        return render_template("error.html", code=413, message=message), 413
 
-    for code in (400, 401, 404, 410):
-        app.register_error_handler(code, lambda exc, code=code: (
-            render_template("error.html", code=code, message=exc.description), code))
+    for code in (400, 401, 404, 405, 409, 410, 429):
+        app.register_error_handler(code, lambda exc, code=code: _error_page(exc, code))
     return app
 
 
-def _local(target: str | None) -> str:
-    """A redirect target only if it stays on this site (a path, not //elsewhere or a scheme)."""
-    return target if target and target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+def _error_page(exc, code: int) -> tuple[str, int, dict]:
+    headers = {"Retry-After": "60"} if code == 429 else {}
+    return render_template("error.html", code=code, message=exc.description), code, headers
 
 
 def _filters(args) -> Filters:
@@ -293,24 +364,27 @@ def _annotated_path(folder: Path, summary: dict, field_no: int) -> Path:
     if not 0 <= field_no < len(fields) or not fields[field_no].get("annotated"):
         abort(404)
     path = folder / "annotated" / f"{SlideRun.image_name(field_no, fields[field_no]['field'])}.png"
-    if not path.is_file():
+    try:
+        os.close(open_in(folder, Path("annotated") / path.name))  # a file, reached through no symbolic link
+    except OSError:
         abort(404)
     return path
 
 
 def _image_response(jpeg: bytes) -> Response:
-    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+    """A patient's cell or field: kept in no cache, the browser's included (the after_request default, no-store)."""
+    return Response(jpeg, mimetype="image/jpeg")
 
 
 @functools.lru_cache(maxsize=8)
 def _decoded(path: Path, _mtime_ns: int) -> Image.Image:
     """The few fields a reviewer is looking at stay decoded: each one's cells are cut from it in turn."""
-    with Image.open(path) as img:
+    with Image.open(open(open_in(path.parent.parent, Path(path.parent.name) / path.name), "rb")) as img:
         return img.convert("RGB")
 
 
 def _field(path: Path) -> Image.Image:
-    return _decoded(path, path.stat().st_mtime_ns)
+    return _decoded(path, path.lstat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
@@ -365,28 +439,69 @@ class _Models:
             return self._loaded
 
     def classify_upload(self, name: str, data: bytes, kind: str) -> dict:
-        """One uploaded image's calls: a cell's label, or a field's cells boxed and counted. Never raises on bad input."""
+        """One uploaded image's calls: a cell's label, or a field's cells boxed and counted. Never raises on bad input.
+
+        One upload is decoded and analysed at a time, within UPLOAD_DECODED_PIXELS
+        and UPLOAD_FIELD_PIXELS, and the memory it took is handed back to the
+        system after: several phone photos at once must not push the server
+        past its service's memory limit.
+        """
+        bundle, finder = self._get()
+        with self._lock:  # one upload at a time: its decoded pixels, one interpreter call after another
+            try:
+                return {"name": Path(name).name[:120], **self._calls(data, kind, bundle, finder)}
+            finally:
+                _give_back_memory()
+
+    @staticmethod
+    def _calls(data: bytes, kind: str, bundle, finder) -> dict:
         from edge_app.smear import classify_cells, find_field_cells
 
-        base = {"name": Path(name).name[:120]}
         try:
-            rgb = load_rgb(io.BytesIO(data))
+            rgb = load_rgb(io.BytesIO(data), max_decoded_pixels=UPLOAD_DECODED_PIXELS, reduce_to=UPLOAD_REDUCE_TO)
         except ImageError as exc:
-            return {**base, "error": str(exc)}
-        bundle, finder = self._get()
+            return {"error": str(exc)}
         as_field = kind == "field" or (kind == "auto" and min(rgb.shape[:2]) >= FIELD_MIN_SIDE)
-        with self._lock:  # one interpreter, one call at a time
-            if not as_field:
-                p = float(bundle.predict(fit_square(rgb, bundle.input.size, bundle.fit)[None])[0])
-                return {**base, "kind": "cell", "label": LABELS[1] if p >= bundle.threshold else LABELS[0],
-                        "probability": p, "image": _data_uri(Image.fromarray(rgb), 160)}
-            counting = bundle.counting
-            found = find_field_cells(rgb, finder)
-            results = classify_cells(bundle, found.red, counting.threshold if counting else None)
+        if not as_field:
+            p = float(bundle.predict(fit_square(rgb, bundle.input.size, bundle.fit)[None])[0])
+            return {"kind": "cell", "label": LABELS[1] if p >= bundle.threshold else LABELS[0],
+                    "probability": p, "image": _data_uri(Image.fromarray(rgb), 160)}
+        rgb = _within(rgb, UPLOAD_FIELD_PIXELS)
+        counting = bundle.counting
+        found = find_field_cells(rgb, finder)
+        results = classify_cells(bundle, found.red, counting.threshold if counting else None)
         parasitized = sum(r.label == LABELS[1] for r in results)
         total = Parasitemia(len(results), parasitized, min_cells=1, errors=counting.errors if counting else None)
-        return {**base, "kind": "field", "cells": len(results), "parasitized": parasitized, "white_cells": len(found.white),
+        return {"kind": "field", "cells": len(results), "parasitized": parasitized, "white_cells": len(found.white),
                 "text": total.percent_text(), "image": _data_uri(annotate(rgb, results, found.white), 1024)}
+
+
+#: An upload's shorter side is shrunk while it is decoded (a whole factor; JPEG's draft mode) to no less than twice this.
+UPLOAD_REDUCE_TO = 600
+
+
+def _within(rgb, pixels: int):
+    """A field at most `pixels` large, shrunk by area averaging: the detector follows the cells' size, so a phone's
+    24-megapixel photo of a field is found as well at a few megapixels, for a fraction of the memory."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if h * w <= pixels:
+        return rgb
+    f = (pixels / (h * w)) ** 0.5
+    return cv2.resize(rgb, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system (glibc keeps freed blocks for reuse, so a large upload would keep the
+    server's resident size at its peak for good)."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _data_uri(img: Image.Image, width: int) -> str:
@@ -396,10 +511,36 @@ def _data_uri(img: Image.Image, width: int) -> str:
     return data_uri(jpeg_bytes(fit_width(img, width)), "image/jpeg")
 
 
-def make_server(app: Flask, host: str, port: int, threads: int = 4):
+#: waitress's bounds: connections at once (its default, 100, let 110 idle ones lock everyone out), how long an idle
+#: one is kept, and how often they are looked at; a request body larger than the upload limit is refused as it
+#: arrives (waitress's default spools up to 1 GiB to disk first).
+CONNECTION_LIMIT = 500
+CHANNEL_TIMEOUT = 20
+CLEANUP_INTERVAL = 5
+
+
+def make_server(app: Flask, host: str, port: int, threads: int = 4, verbose: bool = False):
     """A waitress server listening on host:port (OSError when it cannot: the port taken, the address not this
-    device's); `.run()` serves until interrupted."""
+    device's); `.run()` serves until interrupted. Quiet unless `verbose`: then one line per request."""
     from waitress.server import create_server
 
-    return create_server(app, host=host, port=port, threads=threads, ident="malaria-edge",
-                         clear_untrusted_proxy_headers=True)
+    logging.getLogger("waitress.queue").setLevel(logging.INFO if verbose else logging.ERROR)
+    body = app.config["MAX_CONTENT_LENGTH"] + 64 * 1024  # the form's own fields and boundaries on top of the files
+    handler = _request_log(app) if verbose else app
+    return create_server(handler, host=host, port=port, threads=threads, ident="malaria-edge",
+                         clear_untrusted_proxy_headers=True, connection_limit=CONNECTION_LIMIT,
+                         channel_timeout=CHANNEL_TIMEOUT, cleanup_interval=CLEANUP_INTERVAL,
+                         max_request_body_size=body, expose_tracebacks=False)
+
+
+def _request_log(app: Flask):
+    """The app, logging one line per request: method, path (no query: it may hold a token), status, seconds."""
+    def logged(environ, start_response):
+        started = time.monotonic()
+
+        def start(status, headers, exc_info=None):
+            log.info("%s %s %s %.3f s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status.split()[0],
+                     time.monotonic() - started)
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return logged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 
@@ -27,6 +28,8 @@ def start_serve(command: list[str], *args: str, port: int | None = None, env: di
         try:
             with urllib.request.urlopen(url + "/slides", timeout=2):
                 return proc, url
+        except urllib.error.HTTPError:  # it answers (asking for a token): started
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()

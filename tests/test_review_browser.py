@@ -101,9 +101,10 @@ def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_m
         assert "decided-reject" in browser.find_elements("css selector", ".cell.flagged")[0].get_attribute("class")
         assert browser.find_element("id", "reviewed-figure").text == "14.58 %"
         assert browser.find_element("id", "reviewer").get_attribute("value") == "Dr Kamau"
-        images = browser.execute_script("return Array.from(document.querySelectorAll('.cell img'))"
-                                        ".map(i => i.complete && i.naturalWidth > 0)")
-        assert images and all(images)
+        for img in browser.find_elements("css selector", ".cell img"):  # lazy, and never cached (no-store): each loads in view
+            browser.execute_script("arguments[0].scrollIntoView()", img)
+        _wait(lambda: all(browser.execute_script("return Array.from(document.querySelectorAll('.cell img'))"
+                                                 ".map(i => i.complete && i.naturalWidth > 0)")))
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
         assert all(u.startswith((url, "data:")) for u in requested_urls(browser))  # nothing from elsewhere
     finally:

@@ -207,16 +207,29 @@ def test_export_downloads_follow_the_filters(slide, tiny_model):
     assert "1 slide," in client.get("/export").get_data(as_text=True)
 
 
+class Clock:
+    """A clock the test moves on by hand."""
+
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_token_is_needed_once_and_then_kept_in_the_session(slide, tiny_model):
-    client = _client(tiny_model, token="s3cret-token")
+    clock = Clock()
+    client = _client(tiny_model, token="s3cret-token", clock=clock)
     sid = read_summary(slide)["id"]
     assert client.get(f"/slides/{sid}/fields/0.jpg").status_code == 401
     page = client.get("/slides", headers={"Accept": "text/html"})
     assert page.status_code == 302 and "/login" in page.headers["Location"]
     assert client.get("/slides?token=wrong", headers={"Accept": "text/html"}).headers["Location"].startswith("/login")
+    clock.now += 1.5  # the first wrong token's wait
     login = client.get("/login").get_data(as_text=True)
     bad = client.post("/login", data={"csrf_token": _csrf(login), "token": "guess", "next": "/slides"})
     assert bad.status_code == 401
+    clock.now += 2.5
     good = client.get("/slides?token=s3cret-token&q=P")
     assert good.status_code == 302 and "token" not in good.headers["Location"]  # it leaves the address bar
     assert client.get("/slides").status_code == 200

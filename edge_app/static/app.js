@@ -26,6 +26,7 @@ document.addEventListener("DOMContentLoaded", () => {
       return;
     }
     const state = await resp.json();
+    form.querySelector("input[name=seen]").value = state.seen;
     cell.classList.remove("decided-confirm", "decided-reject");
     cell.classList.add("decided-" + decision);
     cell.querySelector(".decision").textContent = (decision === "confirm" ? "confirmed" : "rejected") + " by " + state.reviewer;
