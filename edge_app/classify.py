@@ -21,6 +21,7 @@ class Summary:
     errors: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    fields: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # whole-field photographs among the inputs
 
     @property
     def processed(self) -> int:
@@ -87,6 +88,8 @@ def classify_stream(
                 p = float(next(probs))
                 row = Row(d.path, label_for(p, cut), p, "ok")
                 summary.labels[row.label] += 1
+                if d.field:
+                    summary.fields.append((d.path, d.field))
             rows.append(row)
         writer.write(rows)
         if on_row:

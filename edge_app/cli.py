@@ -52,20 +52,22 @@ model_option = click.option(
 
 register_option = click.option(
     "--register", "register", type=click.Path(dir_okay=False), envvar="MALARIA_EDGE_REGISTER", default=None,
-    show_envvar=True, help="The slide register (SQLite). Default: ~/.local/share/malaria-edge/register.sqlite3.")
+    show_envvar=True, help="The slide register (SQLite). Default: register.sqlite3 in the user's data folder "
+                           "(`malaria-edge doctor` says where).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="malaria-edge")
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Offline malaria screening of thin blood-smear cell images."""
+    """Offline malaria screening of thin blood smears: count microscope fields, review their flagged cells in a browser,
+    classify single-cell images. `malaria-edge COMMAND --help` tells more; the guides are in the source's docs/."""
     ctx.with_resource(native_stderr_silenced())  # no runtime or decoder log lines among ours (edge_app.native_log)
     # Pillow warns about oddities of files it still decodes (or fails on, with the reason in the error row).
     warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
-@main.command()
+@main.command(short_help="Classify single-cell images (files and folders).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write results to this file (default: stdout).")
@@ -113,9 +115,19 @@ def classify(paths, model, output, fmt, recursive, threads, batch_size, threshol
             click.echo(f"\ninterrupted; rows written so far are kept;{hint}", err=True)
             sys.exit(130)
     summary.skipped = len(files) - len(todo)
+    _warn_fields(summary.fields)
     click.echo(summary.text(), err=True)
     earlier_errors = sum(1 for r in writer.previous if r.get("status") == "error")
     sys.exit(1 if summary.errors or earlier_errors else 0)
+
+
+def _warn_fields(fields: list[tuple[str, tuple[int, int]]], shown: int = 5) -> None:
+    """Say which inputs are whole microscope fields: `classify` calls one image one cell, so a field's row means nothing."""
+    for path, (w, h) in fields[:shown]:
+        click.echo(f"warning: {path} is a whole field ({w}x{h}), not a single cell: its row is meaningless; count "
+                   "fields with `malaria-edge smear`", err=True)
+    if len(fields) > shown:
+        click.echo(f"warning: and {len(fields) - shown} more whole fields", err=True)
 
 
 def _rounded(v):
@@ -127,7 +139,7 @@ def _rounded(v):
     return v
 
 
-@main.command()
+@main.command(short_help="Show the models, their thresholds and error rates.")
 @model_option
 def info(model) -> None:
     """Show the model's metadata and the TFLite runtime in use."""
@@ -179,14 +191,14 @@ def info(model) -> None:
                 click.echo(f"  {k}: {shown}")
 
 
-@main.command()
+@main.command(short_help="Classify cell images as they arrive in a folder.")
 @click.argument("folder", type=click.Path(file_okay=False))
 @model_option
 @click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="Results file; created, or continued if it exists.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Output format (default: from --output's suffix, else csv).")
 @click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True, help="Seconds between looks at the folder.")
 @click.option("--settle", type=click.FloatRange(0.0), default=1.0, show_default=True, help="Seconds a file must stay unchanged before it is read.")
-@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Also look in the folder's subfolders.")
 @click.option("--threads", type=click.IntRange(1, 64), default=_default_threads, show_default="min(4, CPUs)",
               help="CPU threads for decoding images and for the classifier.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Images classified together.")
@@ -226,7 +238,7 @@ def watch(folder, model, output, fmt, interval, settle, recursive, threads, batc
     click.echo(f"stopped; this session: {total.text()}", err=True)
 
 
-@main.command()
+@main.command(short_help="Check that this device is ready, with the fix for each failure.")
 @model_option
 @click.option("--detector", type=click.Path(dir_okay=False), default=None, help="Cell detector .tflite to check. Default: the shipped one.")
 @click.option("--output-dir", type=click.Path(), default=".", show_default=True, help="Where results will be written.")
@@ -325,6 +337,7 @@ def _plural(n: int, noun: str) -> str:
 
 def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> str:
     """One field's line, with the slide so far, a time estimate while fields remain, and the field's warnings below."""
+    from edge_app.headline import running_text
     from edge_app.report import white_cells_text
 
     where = f"field {i}/{n}"
@@ -332,19 +345,26 @@ def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> st
         line = f"{where} {os.path.basename(count.field)}: ERROR {count.error}"
     else:
         line = (f"{where} {os.path.basename(count.field)}: {count.cells} cells, {count.parasitized} Parasitized"
-                f"{white_cells_text(count.white_cells)}; slide so far {running.percent_text()}")
+                f"{white_cells_text(count.white_cells)}; slide so far {running_text(running)}")
     if i < n and seconds_left > 0:
         line += f" [about {duration_text(seconds_left)} left]"
     return "\n".join([line, *(f"  warning: {w}" for w in count.warnings)])
 
 
 def _finish_slide(run, register: str | None) -> None:
+    from edge_app.headline import headline
+    from edge_app.report import empty_text
+
     summary = run.finish()
     _register_slide(register, run.out, summary)
     total = run.running_total()
-    click.echo(f"slide: parasitemia {total.percent_text()}" if total.cells else "slide: no red cells found in any field", err=True)
+    click.echo(f"slide: {headline(total, summary.get('review')).text}" if total.cells
+               else "slide: no red cells found in any field", err=True)
     if total.warning():
         click.echo(f"warning: {total.warning()}", err=True)
+    empty = sum(1 for c in run.counts if not c.error and not c.cells and not c.white_cells)
+    if empty and total.cells:
+        click.echo(f"warning: {empty_text(empty, len(run.counts))}", err=True)
     flagged = [c for c in run.counts if c.warnings]
     if flagged:
         click.echo(f"warning: {len(flagged)} of {len(run.counts)} fields look unlike the training fields "
@@ -375,7 +395,7 @@ def _register_slide(register: str | None, folder: Path, summary: dict) -> None:
                    f"`malaria-edge slides rebuild {folder.parent}` adds it later", err=True)
 
 
-@main.command()
+@main.command(short_help="Count a slide from field photographs already taken.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @slide_options
 def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
@@ -422,7 +442,7 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
     sys.exit(1 if errors else 0)
 
 
-@main.command()
+@main.command(short_help="Capture and count a slide's fields with the Pi camera.")
 @click.option("--fields", "n_fields", type=click.IntRange(1), required=True, help="How many fields to capture.")
 @click.option("--interval", type=click.FloatRange(0.0), default=None, help="Seconds between fields (a motorised stage); default: wait for Enter after moving the slide (with --replay and no terminal: go straight on).")
 @click.option("--resolution", default="1640x1232", show_default=True, callback=_resolution, help="Camera still size, WIDTHxHEIGHT.")
@@ -529,7 +549,7 @@ def printable(text: str) -> str:
     return "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
-@main.group()
+@main.group(short_help="The slide register: list, show, export, rebuild.")
 def slides() -> None:
     """The slide register: every slide counted on this device, and its review."""
 
@@ -571,7 +591,7 @@ def slides_show(slide_id, register) -> None:
             click.echo(printable(f"  cell {d['cell']:<10} {d['decision']:<8} {d['reviewer']} {d['decided_at']}"))
 
 
-@slides.command("export")
+@slides.command("export", short_help="Export registered slides as CSV or JSON.")
 @filter_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write here (default: stdout).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None,
@@ -592,7 +612,7 @@ def slides_export(since, until, sample, status, register, output, fmt) -> None:
         click.echo(text, nl=False)
 
 
-@slides.command("rebuild")
+@slides.command("rebuild", short_help="Remake the register from slide folders.")
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @register_option
 def slides_rebuild(roots, register) -> None:
@@ -606,7 +626,7 @@ def slides_rebuild(roots, register) -> None:
     click.echo(f"register rebuilt: {_plural(n, 'slide')}", err=True)
 
 
-@main.command()
+@main.command(short_help="Review slides in a browser (the microscopist's review).")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="MALARIA_EDGE_HOST", show_envvar=True,
               help="Address to listen on; anything but this device itself (e.g. 0.0.0.0 for phones on its hotspot) needs "
                    "an access token.")

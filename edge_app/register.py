@@ -251,15 +251,24 @@ def decisions(conn: sqlite3.Connection, slide_id: str) -> list[dict]:
                                           "ORDER BY decided_at, cell", (slide_id,))]
 
 
+#: The columns that hold a share of cells: fractions in JSON (for programs), percent in CSV (for people, as every screen
+#: shows them), the unit in the column's name.
+SHARE_COLUMNS = ("raw_parasitemia", "parasitemia", "ci_low", "ci_high", "reviewed_parasitemia", "reviewed_ci_low",
+                 "reviewed_ci_high")
+
+
 def export(slides: list[dict], fmt: str) -> str:
-    """The slides as CSV (one row each, EXPORT_COLUMNS) or JSON (a list of objects)."""
+    """The slides as CSV (one row each, EXPORT_COLUMNS, shares in percent) or JSON (a list of objects, shares as
+    fractions)."""
     rows = [{k: s.get(k) for k in EXPORT_COLUMNS} for s in slides]
     if fmt == "json":
         return json.dumps(rows, indent=1) + "\n"
+    header = [f"{k}_percent" if k in SHARE_COLUMNS else k for k in EXPORT_COLUMNS]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([csv_cell(round(100 * r[k], 4) if k in SHARE_COLUMNS and r[k] is not None else r[k]) for k in EXPORT_COLUMNS]
+                     for r in rows)
     return buf.getvalue()
 
 

@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -231,6 +232,7 @@ class SlideRun:
             "slide": self.out.name,
             **self.identity,
             "counted": now_text(),
+            "device": socket.gethostname(),
             **self.model.provenance(self.threshold),
             "cells_found_by": f"{self.detector.name} (sha256 {self.detector.meta['tflite_sha256']})" if self.detector
                               else "classical OpenCV segmentation",

@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from edge_app.preprocess import ImageError, preprocess
 
@@ -25,6 +26,26 @@ class Decoded:
     path: str
     pixels: np.ndarray | None
     error: str | None = None
+    field: tuple[int, int] | None = None  # (width, height) when the image is a whole field's photograph, not a cell
+
+
+#: A single-cell image is 100-200 px a side; an image at least this large on its shorter side is a microscope field.
+FIELD_MIN_SIDE = 400
+#: Only files this large are looked at for being a field: every field photograph is, and no single-cell image is, so
+#: the NIH folders' thousands of small files cost no extra read.
+FIELD_MIN_BYTES = 64 * 1024
+
+
+def field_size(path: str) -> tuple[int, int] | None:
+    """A file's (width, height) when it is a whole field's photograph (see FIELD_MIN_SIDE), read from its header."""
+    try:
+        if os.path.getsize(path) < FIELD_MIN_BYTES:
+            return None
+        with Image.open(path) as img:
+            size = img.size
+    except (OSError, ValueError):
+        return None
+    return size if min(size) >= FIELD_MIN_SIDE else None
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], recursive: bool = True,
@@ -102,7 +123,7 @@ def _walk_images(folder: str, recursive: bool, walked: set[tuple[int, int]],
 
 def _decode(path: str, size: int, fit: str) -> Decoded:
     try:
-        return Decoded(path, preprocess(path, size, fit))
+        return Decoded(path, preprocess(path, size, fit), field=field_size(path))
     except ImageError as exc:
         return Decoded(path, None, str(exc))
     except Exception as exc:  # not the file's fault: a bug of ours, which must surface, with the file that hit it

@@ -51,18 +51,21 @@ from edge_app.labels import LABELS
 from edge_app.parasitemia import Parasitemia
 from edge_app.preprocess import ImageError, fit_square, load_rgb
 from edge_app.register import STATUSES, Filters, connect, export, get_slide, iso_date, list_slides
-from edge_app.report import DECIDED, annotate, data_uri, fit_width, jpeg_bytes, pct, review_text, white_cells_text
+from edge_app.report import (DECIDED, LEGEND, NEEDS_A_LOOK, annotate, data_uri, empty_fields, empty_text, fit_width, is_empty,
+                              jpeg_bytes, pct, review_text, white_cells_text)
 from edge_app.results import open_in
+from edge_app.sources import FIELD_MIN_SIDE
 from edge_app.review import DECISIONS, cell_key
 from edge_app.slide import SlideRun, cell_boxes, read_identity, read_summary, slide_review, total_from_summary
 from edge_app.decisions import DecisionRefused, decide, seen_token
+from edge_app import review_grid
+from edge_app.headline import headline, list_figure
+from edge_app.review_grid import answer, caption, grouped
 from edge_app.web_guard import Backoff, HostCheck, SignedOut, is_loopback, same_site_path
 
 __all__ = ["create_app", "is_loopback", "make_server", "session_secret"]
 log = logging.getLogger("malaria_edge.serve")
 
-#: Uploads at least this many pixels on their shorter side are fields (cells are about 100-200 px).
-FIELD_MIN_SIDE = 400
 #: A reviewed cell is shown with this much of its surroundings, this many pixels a side at least.
 CELL_CONTEXT = 0.6
 CELL_SHOWN = 192
@@ -183,8 +186,9 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     @app.context_processor
     def page_globals() -> dict:
         return {"reviewer": current_reviewer(), "percent": pct, "review_text": review_text, "decided_words": DECIDED,
-                "field_min_side": FIELD_MIN_SIDE, "white_cells_text": white_cells_text,
-                "can_sign_out": bool(token) and signed_in(), "seen_token": seen_token}
+                "field_min_side": FIELD_MIN_SIDE, "white_cells_text": white_cells_text, "is_empty": is_empty,
+                "empty_fields": empty_fields, "empty_text": empty_text, "needs_a_look": NEEDS_A_LOOK,
+                "can_sign_out": bool(token) and signed_in(), "seen_token": seen_token, "list_figure": list_figure, "legend": LEGEND}
 
     def current_reviewer() -> str | None:
         return session.get("reviewer") or reviewer
@@ -248,8 +252,12 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
     def slide(slide_id: str):
         row, folder, summary = slide_folder(slide_id)
         review = slide_review(folder, summary)
-        return render_template("slide.html", row=row, summary=summary, total=total_from_summary(summary),
-                               review=review, state=review.as_dict(), fields=list(enumerate(summary["fields"])))
+        total, state = total_from_summary(summary), review.as_dict()
+        threshold = float(summary["threshold"])
+        return render_template("slide.html", row=row, summary=summary, total=total, review=review, state=state,
+                               head=headline(total, state), fields=list(enumerate(summary["fields"])),
+                               groups=grouped(review.cells), group_names=review_grid.NAMES, group_help=review_grid.HELP,
+                               caption=lambda c: caption(c, threshold), answer=answer)
 
     @app.route("/slides/<slide_id>/fields/<int:field_no>.jpg")
     def field_image(slide_id: str, field_no: int):
@@ -285,9 +293,11 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
             abort(exc.status, str(exc))
         state = summary["review"]
         if request.accept_mimetypes.best == "application/json":
+            head = headline(total_from_summary(summary), state)
             return jsonify({"cell": key, "decision": decision, "reviewer": name, "status": state["status"],
                             "decided": state["decided"], "text": review_text(state), "figure": pct(state["parasitemia"]),
-                            "seen": made.seen})
+                            "seen": made.seen, "headline": head.figure,
+                            "headline_text": head.text[0].upper() + head.text[1:] + "."})
         return redirect(url_for("slide", slide_id=slide_id, _anchor=f"cell-{key.replace(':', '-')}"))
 
     @app.route("/classify", methods=["GET", "POST"])
@@ -524,7 +534,7 @@ def make_server(app: Flask, host: str, port: int, threads: int = 4, verbose: boo
     device's); `.run()` serves until interrupted. Quiet unless `verbose`: then one line per request."""
     from waitress.server import create_server
 
-    logging.getLogger("waitress.queue").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2" after any burst of requests
     body = app.config["MAX_CONTENT_LENGTH"] + 64 * 1024  # the form's own fields and boundaries on top of the files
     handler = _request_log(app) if verbose else app
     return create_server(handler, host=host, port=port, threads=threads, ident="malaria-edge",

@@ -8,6 +8,7 @@ assert real classifications, not just that something was written.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,32 @@ def pytest_report_header(config) -> str | None:
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "datasets" / "malaria" / "cell_images"
+
+#: The tests run on the device where the README says to run them: nothing they do, nor any command they start, may
+#: write into the user's own home (their slide register, the session key beside it). HOME and the XDG folders point
+#: into a folder of the test session's own for the whole run, subprocesses included; `pytest_sessionfinish` checks
+#: that the user's data folder is as it was.
+USER_HOME = Path(os.environ.get("HOME") or Path.home())
+USER_DATA = Path(os.environ.get("XDG_DATA_HOME") or USER_HOME / ".local" / "share") / "malaria-edge"
+_TEST_HOME = Path(tempfile.mkdtemp(prefix="malaria-edge-test-home-"))
+os.environ.update(HOME=str(_TEST_HOME), XDG_DATA_HOME=str(_TEST_HOME / ".local" / "share"),
+                  XDG_CACHE_HOME=str(_TEST_HOME / ".cache"), XDG_CONFIG_HOME=str(_TEST_HOME / ".config"))
+
+
+def user_data_snapshot() -> dict[str, tuple[int, int]]:
+    """Every file under the user's malaria-edge data folder with its size and modification time."""
+    if not USER_DATA.is_dir():
+        return {}
+    return {str(f.relative_to(USER_DATA)): (f.stat().st_size, f.stat().st_mtime_ns) for f in USER_DATA.rglob("*") if f.is_file()}
+
+
+USER_DATA_BEFORE = user_data_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if user_data_snapshot() != USER_DATA_BEFORE:
+        print(f"\nFAILED: the tests changed the user's own data folder {USER_DATA}")
+        session.exitstatus = 1
 
 
 def cell(color: tuple[int, int, int], size: tuple[int, int] = (40, 48), seed: int = 0) -> Image.Image:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -252,3 +253,18 @@ def test_a_results_file_names_its_maker_and_is_not_continued_by_another(cells_di
     assert other.exit_code == 2 and "write to a new file" in other.output
     same = CliRunner().invoke(main, ["classify", str(cells_dir), "--model", str(tiny_model), "--output", str(out), "--resume"])
     assert same.exit_code == 0 and "already done (resumed): 6" in same.output
+
+
+def test_classify_warns_that_a_field_photograph_is_not_a_cell(tmp_path, tiny_model):
+    """Reproduces: `PA171690.JPG,Parasitized,0.996` with no warning. A whole field's photograph gets its row (the
+    command's contract) and a warning on stderr that says to count it with `smear`; single cells get none."""
+    from benchmarks.synthetic_fields import compose_field, drawn_cell
+
+    rng = np.random.default_rng(0)
+    field, _ = compose_field([(drawn_cell(rng, False), "") for _ in range(40)], (960, 1280), rng)
+    Image.fromarray(field).save(tmp_path / "PA171690.JPG", quality=90)
+    cell(RED).save(tmp_path / "cell.png")
+    res = CliRunner().invoke(main, ["classify", str(tmp_path), "--model", str(tiny_model)])
+    assert res.exit_code == 0, res.stderr
+    assert "PA171690.JPG is a whole field (1280x960), not a single cell" in res.stderr and "malaria-edge smear" in res.stderr
+    assert "cell.png" not in res.stderr and len(res.stdout.strip().splitlines()) == 3  # header and two rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import multiprocessing
 import os
@@ -178,6 +180,11 @@ def test_filters_and_export(tmp_path, tiny_model, private_register):
     assert {r["sample"] for r in rows} == {"P-1", "Q_2"} and "reviewed_parasitemia" in rows[0]
     csv_text = export(list_slides(conn), "csv")
     assert csv_text.splitlines()[0].startswith("id,sample,operator") and len(csv_text.splitlines()) == 3
+    exported = list(csv.DictReader(io.StringIO(csv_text)))  # percent, as every screen shows it, the unit in the header
+    by_id = {s["id"]: s for s in list_slides(conn)}
+    for row in exported:
+        assert float(row["parasitemia_percent"]) == pytest.approx(100 * by_id[row["id"]]["parasitemia"], abs=1e-4)
+        assert row["reviewed_parasitemia_percent"] == "" and "parasitemia" not in row
 
 
 def test_slides_commands(tmp_path, tiny_model):

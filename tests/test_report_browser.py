@@ -52,3 +52,23 @@ def test_a_linked_report_opens_its_fields_from_the_slide_folder(browser, tiny_mo
     link = browser.find_element("partial link text", "field0.png")
     assert link.get_attribute("href") == (out / "annotated" / "0000-field0.png").as_uri()
     assert all(u.startswith(("file://", "data:")) for u in requested_urls(browser))
+
+
+def test_the_report_names_sample_operator_and_date_and_prints_its_summary_on_one_page(browser, tiny_model, tmp_path):
+    """A clinic files the report: who, what and when at the top, the headline first, and the summary on its own A4 page
+    when printed (the fields start on the next)."""
+    import base64
+
+    out = drawn_slide(tmp_path, tiny_model, 2, "--sample", "P-017", "--operator", "Amina")
+    summary = json.loads((out / "summary.json").read_text())
+    browser.get((out / "report.html").as_uri())
+    assert browser.title.startswith("Sample P-017")
+    assert browser.find_element("id", "sample").text == "P-017" and browser.find_element("id", "operator").text == "Amina"
+    assert browser.find_element("id", "counted").text.startswith(summary["counted"][:10])
+    assert browser.find_element("id", "headline").text == "8 flagged"  # awaiting review: never a bare percentage
+    assert "awaits a microscopist's review" in browser.find_element("id", "headline-text").text
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert browser.execute_script("return getComputedStyle(document.getElementById('fields')).breakBefore") == "page"
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    pdf = base64.b64decode(browser.execute_cdp_cmd("Page.printToPDF", {"preferCSSPageSize": True})["data"])
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type/Page") >= 2

@@ -186,7 +186,8 @@ def test_a_counted_slide_carries_its_review_in_summary_and_report(tmp_path, tiny
     assert summary["review"]["parasitemia"] == pytest.approx(7 / 48)
     assert json.loads((out / "summary.json").read_text())["review"] == summary["review"]
     report = (out / "report.html").read_text()
-    assert "reviewed parasitemia 14.58 %" in report.lower() and "rejected" in report
+    assert 'id="headline">14.58 %' in report and "reviewed by Dr K: 7 infected cells confirmed in 48" in report
+    assert 'id="reviewed">14.58 %' in report and "rejected" in report
 
 
 def _add_field(tmp_path, n: int) -> None:

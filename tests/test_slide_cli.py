@@ -65,25 +65,29 @@ def test_smear_counts_a_slide_and_writes_its_folder(fields, tiny_model, tmp_path
     assert f"{100 * reds / cells:.2f} %" in page and page.count("data:image/png;base64,") == reds
     assert page.count("data:image/jpeg;base64,") == 3 and "annotated/" not in page and "capture more fields" in page
     first = next(r for r in rows if r["label"] == "Parasitized")
-    assert page.count("<figcaption>field") == reds
-    assert f"<figcaption>{first['field'].rsplit('/', 1)[-1]}<br>P = {float(first['probability']):.2f}</figcaption>" in page
+    assert page.count("<figcaption><span title=\"field") == reds
+    name = first['field'].rsplit('/', 1)[-1]
+    assert f'<figcaption><span title="{name}">{name}</span>P = {float(first["probability"]):.2f}</figcaption>' in page
     field0 = json.loads((out / "summary.json").read_text())["fields"][0]
     assert f"<td>{100 * field0['ci95'][0]:.2f} % to {100 * field0['ci95'][1]:.2f} %</td>" in page
     linked = run("smear", folder, "--out", tmp_path / "linked", "--model", tiny_model, "--no-embed")
     page = (tmp_path / "linked" / "report.html").read_text()
     assert linked.exit_code == 0 and "data:image/jpeg" not in page and 'href="annotated/0000-field0.png"' in page
-    assert "field 3/3 field2.png" in res.output and "slide: parasitemia" in res.output
+    assert "field 3/3 field2.png" in res.output and "cells flagged as possibly infected" in res.output
     assert f"review: {summary['review']['cells_to_review']} cells for a microscopist" in res.output
     assert res.output.count(" left]") == 2 and "field 1/3" in res.output.split(" left]")[0]  # a time estimate while fields remain
 
 
-def test_annotated_field_marks_parasitized_cells_red(fields, tiny_model, tmp_path):
+def test_annotated_field_marks_parasitized_cells_thick_and_vermillion(fields, tiny_model, tmp_path):
     folder, _, _ = fields
     run("smear", folder / "field0.png", "--out", tmp_path / "s", "--model", tiny_model)
     rows = [r for r in read_rows(str(tmp_path / "s" / "cells.csv"), "csv", CELL_FIELDS) if r["label"] == "Parasitized"]
     img = np.asarray(Image.open(tmp_path / "s" / "annotated" / "0000-field0.png"))
     x, y = int(rows[0]["x"]), int(rows[0]["y"])
-    assert img[y - 1, x + 5].tolist() == [220, 20, 60]  # the box's top edge
+    assert img[y - 1, x + 5].tolist() == img[y - 2, x + 5].tolist() == [213, 94, 0]  # the box's top edge, 2 lines thick
+    healthy = [r for r in read_rows(str(tmp_path / "s" / "cells.csv"), "csv", CELL_FIELDS) if r["label"] == "Uninfected"]
+    hx, hy = int(healthy[0]["x"]), int(healthy[0]["y"])
+    assert img[hy - 1, hx + 5].tolist() == [0, 158, 115] and img[hy - 2, hx + 5].tolist() != [0, 158, 115]
 
 
 def test_bad_field_is_reported_and_the_slide_goes_on(fields, tiny_model, tmp_path):
@@ -198,8 +202,10 @@ def test_counting_block_sets_the_threshold_and_corrects_the_parasitemia(fields, 
     assert total["raw_parasitemia"] == pytest.approx(reds / cells)
     assert total["parasitemia"] == pytest.approx((reds / cells - 0.05) / 0.85)
     assert "Corrected for the counting pipeline&#x27;s error rates" in (tmp_path / "c" / "report.html").read_text()
-    lo, hi = total["ci95"]  # the figures printed are the corrected ones too
-    assert f"slide: parasitemia {100 * total['parasitemia']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)" in res.output
+    lo, hi = total["ci95"]  # the automatic figure printed is the corrected one, beside the cells flagged awaiting review
+    assert (f"slide: {total['parasitized']:,} of {cells:,} cells flagged as possibly infected ({100 * reds / cells:.2f} %): "
+            "the figure awaits a microscopist's review") in res.output
+    assert f"automatic estimate {100 * total['parasitemia']:.2f} % (95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)" in res.output
     # A threshold typed by hand has no measured error rates: the count is reported raw.
     res = run("smear", folder, "--out", tmp_path / "r", "--model", model_copy, "--threshold", 0.5)
     raw = json.loads((tmp_path / "r" / "summary.json").read_text())

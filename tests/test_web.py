@@ -59,7 +59,7 @@ def test_every_page_offline_with_its_security_headers(slide, tiny_model, no_netw
         assert not re.search(r'(src|href)="(https?:)?//', body), url  # nothing from elsewhere
     assert client.get("/").headers["Location"].endswith("/slides")
     listing = client.get("/slides").get_data(as_text=True)
-    assert "P-7" in listing and "counted" in listing and "16.67 %" in listing
+    assert "P-7" in listing and "counted: awaits review" in listing and "8 flagged of 48 cells" in listing
 
 
 def test_the_slide_page_shows_counts_fields_and_the_review_grid(slide, tiny_model, no_network):
@@ -87,8 +87,12 @@ def test_cells_near_the_threshold_are_shown_as_such(tmp_path, model_copy, no_net
     side.write_text(json.dumps(meta))
     out = drawn_slide(tmp_path, model_copy)
     page = _client(model_copy).get(f"/slides/{read_summary(out)['id']}").get_data(as_text=True)
-    assert "8 flagged, 40 near the threshold, 0 spot checks" in page
-    assert len(_cells(page)) == 48 and page.count("Near the threshold: called Uninfected") == 40
+    assert "Flagged (8): the app counts these as infected" in page and "Borderline (40): not counted" in page
+    assert "Spot checks" not in page  # every other cell is borderline here: none left to sample
+    assert len(_cells(page)) == 48 and page.count("Borderline: app&#39;s score") == 40
+    assert page.count(">Parasite</button>") == 48 and "under the 0.50 it counts from" in page
+    scores = [float(v) for v in re.findall(r"app&#39;s score (0\.\d+)", page)]
+    assert scores[:8] == sorted(scores[:8], reverse=True) and scores[8:] == sorted(scores[8:], reverse=True)
     # The cell under review is framed in blue, so it stands out from its neighbours' green boxes.
     fno, cno = _cells(page)[-1].split(":")
     crop = np.asarray(Image.open(io.BytesIO(_client(model_copy).get(f"/slides/{read_summary(out)['id']}/cells/{fno}/{cno}.jpg").data)))

@@ -139,9 +139,9 @@ def test_a_slide_records_and_shows_the_white_cells_it_left_out(tmp_path, tiny_mo
 
     annotated = np.asarray(Image.open(out / summary["fields"][0]["annotated"]).convert("RGB"))
     x, y, w, h = (int(left_out[0][k]) for k in ("x", "y", "width", "height"))
-    assert (annotated[y - 1, x:x + w] == WHITE_CELL_COLOUR).all(axis=1).mean() > 0.9  # its top edge is orange
+    assert (annotated[y - 1, x:x + w] == WHITE_CELL_COLOUR).all(axis=1).mean() > 0.9  # its top edge is the white cells' colour
     report = (out / "report.html").read_text()
-    assert "1 white cell left out" in report and "orange: white cells, left out of the count" in report
+    assert "1 white cell left out" in report and "double yellow: white cells, left out of the count" in report
 
     # Resumed, the counts come back from the results file with the white cell still apart.
     res = CliRunner().invoke(main, ["smear", str(folder), "--out", str(out), "--model", str(tiny_model), "--segmenter", "classical",
@@ -176,7 +176,7 @@ def test_a_reviewer_sees_each_white_cell_left_out_and_can_put_a_parasitised_one_
     client = create_app(model=str(model_copy), reviewer="Dr K").test_client()
     page = client.get(f"/slides/{summary['id']}").get_data(as_text=True)
     keys = re.findall(r'data-cell="([^"]+)"', page)
-    assert "0:w0" in keys and "Set apart as a white cell, not counted" in page and "1 white cell, " in page
+    assert "0:w0" in keys and "Set apart as a white cell, not counted" in page and "White cells (1)" in page
     crop = client.get(f"/slides/{summary['id']}/cells/0/w0.jpg")
     assert crop.status_code == 200
     # The crop is centred on the white cell: its dark violet nucleus is there, unlike any red cell's crop.

@@ -29,11 +29,27 @@ document.addEventListener("DOMContentLoaded", () => {
     form.querySelector("input[name=seen]").value = state.seen;
     cell.classList.remove("decided-confirm", "decided-reject");
     cell.classList.add("decided-" + decision);
-    cell.querySelector(".decision").textContent = (decision === "confirm" ? "confirmed" : "rejected") + " by " + state.reviewer;
+    cell.querySelector(".decision").textContent = form.querySelector("button[value=" + decision + "]").textContent + " (" + state.reviewer + ")";
+    document.getElementById("review-progress").value = state.decided;
+    document.getElementById("review-count").textContent = state.decided + " of " + cells.length + " decided";
     status.textContent = state.text;
     figure.textContent = state.figure;
+    document.getElementById("headline").textContent = state.headline;
+    document.getElementById("headline-text").textContent = state.headline_text;
     next(cell);
   };
+
+  // Show one group, or the undecided cells only: the page works without this, showing them all.
+  const filter = document.getElementById("grid-filter");
+  const show = document.getElementById("show");
+  filter.hidden = false;
+  show.addEventListener("change", () => {
+    const want = show.value;
+    for (const el of grid.querySelectorAll(".cell, .group")) {
+      const decided = /decided-/.test(el.className);
+      el.hidden = want !== "all" && (want === "undecided" ? decided || el.classList.contains("group") : el.dataset.group !== want);
+    }
+  });
 
   grid.addEventListener("click", (event) => {
     const button = event.target.closest("button[name=decision]");
