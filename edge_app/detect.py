@@ -172,6 +172,10 @@ def _suppressed(rects: list[list[float]], scores: np.ndarray, threshold: float, 
                       max(1, int(round(rects[i][3]))), float(scores[i])) for i in sorted(np.asarray(keep, int).reshape(-1).tolist())]
 
 
+def _confident(found: list[Detection], threshold: float) -> int:
+    return sum(d.score >= threshold for d in found)
+
+
 def _tile_step(tile: int) -> int:
     """How far apart tiles of `tile` pixels start: TILE_OVERLAP less than a tile, at most half of one."""
     return max(tile - TILE_OVERLAP, tile // 2)
@@ -220,6 +224,21 @@ MAX_PASSES = 4
 #: times the training magnification the detector does not find the cells anyway (models/DETAILS.md), and the tiles
 #: of a field enlarged further would cost seconds on a Pi for nothing.
 MAX_RESCALE = 3.0
+#: A first pass may have seen the field at a scale where the detector cannot find its cells, or finds only some: cells
+#: under about 14 or over about 32 px give it nothing to measure magnification by, and small ones just inside its range
+#: get boxed two at a time. When it finds fewer than SEARCH_BELOW confident cells, the field is detected at each of
+#: SEARCH_FACTORS times the default scale; when their median box is more than SEARCH_DOUBT under the training fields'
+#: smallest cell size, yet not far enough for the boxes to be rescaled to (CELL_SIZE_LOW; the training fields' unseen
+#: runs lie within 10 %, the other laboratory's fields 15-20 % under), at the larger scales. The scale that finds the
+#: most confident cells of a size it was trained on (SEARCH_SIZES times its training fields' cell sizes, the
+#: magnifications it was trained at), if at least SEARCH_BELOW and SEARCH_GAIN times the first pass's, is followed from
+#: there (models/DETAILS.md, "Another laboratory"). A field of a few cells at the right scale keeps its first pass: at
+#: another scale a few more boxes, or boxes on parts of cells, are no evidence.
+SEARCH_BELOW = 10
+SEARCH_GAIN = 1.5
+SEARCH_DOUBT = 0.1
+SEARCH_FACTORS = (2.0, 0.5, 1.5, 0.7, 3.0, 1 / 3)
+SEARCH_SIZES = (0.7, 1.4)
 #: Overlap of neighbouring tiles, in input pixels, when a field at the cells' scale is larger than the input: about
 #: three cells, so every cell lies whole in the inner part of some tile.
 TILE_OVERLAP = 64
@@ -312,6 +331,9 @@ class CellDetector:
         low = max(floor, 0.01)
         heat, box, default = self.raw(rgb)
         found, s = decode(heat, box, low, default, rgb.shape[:2]), default
+        factors = self._search_factors(found, default, threshold) if passes > 1 else ()
+        if factors:
+            found, s = self._searched(rgb, found, default, low, threshold, factors)
         for rescaled in range(passes - 1):
             wanted = self._cells_scale(found, s, threshold, settle=rescaled > 0)
             capped = None if wanted is None else min(max(wanted, default / MAX_RESCALE), default * MAX_RESCALE)
@@ -323,6 +345,38 @@ class CellDetector:
                 break  # rescaled to where nothing is found: keep what the pass before found
             found = again
         return found
+
+    def _search_factors(self, found: list[Detection], s: float, threshold: float) -> tuple[float, ...]:
+        """The factors of scale `s` worth trying when a first pass there may have missed the field's cells (see
+        SEARCH_BELOW); none when it found them at a size the detector knows."""
+        if not self.cell_sizes:
+            return ()
+        sides = [max(d.width, d.height) for d in found if d.score >= threshold]
+        if len(sides) < SEARCH_BELOW:
+            return SEARCH_FACTORS
+        lo, _ = self.cell_sizes
+        side = s * float(np.median(sides))
+        # Further off, the boxes measure the magnification and the field is rescaled to it (`_cells_scale`); just under
+        # the training sizes they may be boxes on two cells at a time, which no rescaling would question.
+        return tuple(f for f in SEARCH_FACTORS if f > 1) if CELL_SIZE_LOW * lo <= side < lo * (1 - SEARCH_DOUBT) else ()
+
+    def _searched(self, rgb: np.ndarray, found: list[Detection], default: float, low: float,
+                  threshold: float, factors: tuple[float, ...]) -> tuple[list[Detection], float]:
+        """What the default pass found, or what the scale among `factors` that finds the most confident cells
+        found, and that scale (see SEARCH_BELOW)."""
+        lo, hi = self.cell_sizes
+        lo, hi = lo * SEARCH_SIZES[0], hi * SEARCH_SIZES[1]
+
+        def cells(found: list[Detection], s: float) -> int:
+            return sum(d.score >= threshold and lo <= s * max(d.width, d.height) <= hi for d in found)
+
+        best, best_s = found, default
+        most = max(SEARCH_BELOW, int(np.ceil(SEARCH_GAIN * cells(found, default)))) - 1
+        for factor in factors:
+            again = self._found_at(rgb, default * factor, low)
+            if (n := cells(again, default * factor)) > most:
+                best, best_s, most = again, default * factor, n
+        return best, best_s
 
     def _cells_scale(self, found: list[Detection], s: float, threshold: float, settle: bool = False) -> float | None:
         """The scale that brings the cells found at scale `s` to the middle of the training fields' cell sizes; None when

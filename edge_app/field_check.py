@@ -30,6 +30,9 @@ MARGIN = 0.25
 BLUR_RATIO = 0.5
 #: How the stain colour warning begins.
 STAIN_WARNING = "stain colour unlike the training fields"
+#: A field where no red cell was found: never a quiet zero, and what to try before taking it again.
+EMPTY_WARNING = ("no red cells found: this field needs a look. Check that it is a thin film under the 100x oil objective, "
+                 "in focus, and neither too dark nor too bright (exposure), then take it again")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _outside(value: float, lo: float, hi: float) -> bool:
 def warnings(stats: FieldStats | None, ranges: dict | None) -> list[str]:
     """Why this field's count may not be trusted: one short sentence per way it differs from the training fields."""
     if stats is None:
-        return ["no red cells found: not a thin-film field at the expected magnification, or out of focus"]
+        return [EMPTY_WARNING]
     if not ranges:
         return []
     out = []

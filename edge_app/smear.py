@@ -37,13 +37,18 @@ MIN_AREA_RATIO = 0.3
 MAX_AREA_RATIO = 2.2
 #: Below this many pixels nothing is a red cell at any usable magnification.
 MIN_CELL_AREA = 80
-#: Otsu's two classes must differ by at least this much green, or the field is blank.
-MIN_CONTRAST = 20
+#: Otsu's two classes must differ by at least this share of the brighter one's green, or the field is blank. A share,
+#: not a number of grey levels: a faint stain under a dim lamp (another laboratory's fields: 16 levels, 12 %) is
+#: as much a field as a vivid one under a bright lamp (50-90 levels, 25-45 %).
+MIN_CONTRAST = 0.08
 CROP_MARGIN = 2
-#: Scale bars and burnt-in text are near black in every channel; Giemsa stain never is (its darkest, a white
-#: cell's nucleus, keeps one channel above 90). A box with more than INK_SHARE of such pixels is an overlay,
-#: or a cell hidden under one: neither can be counted.
+#: Scale bars and burnt-in text are drawn near black, or in a saturated colour; Giemsa stain is neither. Its darkest,
+#: a white cell's nucleus, keeps one channel above 90; and stain absorbs green most, so no stained pixel, nor a
+#: tinted background, is far greener than it is red and blue. A box with more than INK_SHARE of such pixels is an
+#: overlay, or a cell hidden under one: neither can be counted. Green is judged against the field's own typical
+#: pixel, since a green-tinted lamp makes the whole field greener (the training fields' by 15-50 levels).
 INK_LEVEL = 60
+OVERLAY_GREEN = 80
 INK_SHARE = 0.01
 
 
@@ -82,12 +87,12 @@ def flatten_illumination(gray: np.ndarray) -> np.ndarray:
     return np.clip(gray * gain, 0, 255).astype(np.uint8)
 
 
-def foreground_mask(rgb: np.ndarray) -> np.ndarray:
-    """uint8 mask (255 = cell) of stained material, holes filled; all zero for a blank field."""
+def foreground_mask(rgb: np.ndarray, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
+    """uint8 mask (255 = cell) of stained material, holes filled; all zero for a blank field (see MIN_CONTRAST)."""
     green = cv2.GaussianBlur(flatten_illumination(np.ascontiguousarray(rgb[..., 1])), (5, 5), 0)
     _, mask = cv2.threshold(green, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     dark, bright = green[mask > 0], green[mask == 0]
-    if not dark.size or not bright.size or float(bright.mean()) - float(dark.mean()) < MIN_CONTRAST:
+    if not dark.size or not bright.size or float(bright.mean()) - float(dark.mean()) < min_contrast * float(bright.mean()):
         return np.zeros_like(mask)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -152,10 +157,13 @@ def cells_in_boxes(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], mask
 
     A box holds its cell and corners of its neighbours; the cell is the
     stained foreground (`foreground_mask`, computed once per field when not
-    given) inside the ellipse inscribed in the box.
+    given) inside the ellipse inscribed in the box. The boxes already say
+    the field holds cells, so however faint the stain, its foreground is
+    never taken for a blank field's (which would cut every cell out as
+    black).
     """
     if mask is None:
-        mask = foreground_mask(rgb)
+        mask = foreground_mask(rgb, min_contrast=0.0)
     h, w = mask.shape
     cells = []
     for x, y, bw, bh in boxes:
@@ -201,10 +209,20 @@ class FieldCells:
     white: list[Cell]
 
 
+def overlay_mask(rgb: np.ndarray) -> np.ndarray:
+    """Pixels of a scale bar or burnt-in text (see INK_LEVEL): near black, or far greener than red and blue, and than
+    the field's typical pixel."""
+    r, g, b = cv2.split(np.ascontiguousarray(rgb))
+    red_blue = cv2.max(r, b)
+    green_lead = cv2.subtract(g, red_blue)  # saturates at 0: only how much greener, never how much less green
+    typical = float(np.median(green_lead[::8, ::8]))
+    return (cv2.max(g, red_blue) < INK_LEVEL) | (green_lead > min(typical + OVERLAY_GREEN, 255))
+
+
 def find_field_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> FieldCells:
     """A field's cells: boxed by the learned detector when there is one, else segmented classically.
 
-    Cells under a scale bar or text overlay (see `INK_LEVEL`) are dropped;
+    Cells under a scale bar or text overlay (`overlay_mask`) are dropped;
     white cells (`edge_app.white_cells`) are set apart, so that a slide can
     show the microscopist what was left out of the count.
     """
@@ -212,7 +230,7 @@ def find_field_cells(rgb: np.ndarray, detector: CellDetector | None = None) -> F
         cells = segment_cells(rgb)
     else:
         cells = cells_in_boxes(rgb, [(d.x, d.y, d.width, d.height) for d in detector.detect(rgb)])
-    ink = rgb.max(axis=2) < INK_LEVEL
+    ink = overlay_mask(rgb)
     if ink.any():
         cells = [c for c in cells if ink[c.y:c.y + c.height, c.x:c.x + c.width].mean() < INK_SHARE]
     white = white_cells(rgb, [(c.x, c.y, c.width, c.height) for c in cells])

@@ -127,6 +127,16 @@ def compare_cmd(model_cv, baseline_cv) -> None:
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--stain-input", default="rgb", show_default=True, type=click.Choice(["rgb", "od"]),
               help="What the detector sees: the RGB field, or its stain optical density normalised per field.")
+@click.option("--relight", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Share of training crops re-lit and re-stained as another laboratory's (faint or dense stain, dim or "
+                   "tinted lamp); 0 trains on the fields' own colours.")
+@click.option("--max-blur", default=2.0, show_default=True, type=click.FloatRange(0.3, 5.0),
+              help="The strongest focus blur of a training crop (Gaussian sigma, input pixels).")
+@click.option("--points", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Another laboratory's point-labelled fields to train on too (images/ and labels/, a line `x y class` "
+                   "per cell, as ../shared/datasets/chula_rbc): boxed by the shipped detector where it finds the points.")
+@click.option("--points-test-block", default=None, type=click.IntRange(0),
+              help="Hold out this block of consecutive point-labelled fields (0, 1, 2 in frame order).")
 @click.option("--scale", default=0.25, show_default=True, type=click.FloatRange(0.05, 1.0),
               help="Detector input pixels per field pixel (0.25: a 1280x960 field is seen at 320x240).")
 @click.option("--crop", default=96, show_default=True, type=click.IntRange(32), help="Training crop side, in input pixels.")
@@ -134,7 +144,7 @@ def compare_cmd(model_cv, baseline_cv) -> None:
               help="Multiplies every layer's channels: more capacity, more time a field.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-fields", default=None, type=click.IntRange(1), help="Train on the first N fields only (smoke runs).")
-def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, crop, channels, seed, max_fields) -> None:
+def detector_cmd(data, out, test_run, steps, batch_size, stain_input, relight, max_blur, points, points_test_block, scale, crop, channels, seed, max_fields) -> None:
     """Train the red-cell detector on hand-boxed fields (DATA: images/ and annotations.json) and write its int8 bundle.
 
     Cross-validate over runs with --test-run 0, 1, 2 and score each with
@@ -145,7 +155,9 @@ def detector_cmd(data, out, test_run, steps, batch_size, stain_input, scale, cro
     annotations = Path(data) / "annotations.json"
     if not annotations.is_file() or not (Path(data) / "images").is_dir():
         raise click.UsageError(f"{data} must hold images/ and annotations.json (IML-Malaria layout)")
-    fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, stain_input=stain_input, scale=scale,
+    fit(DetectorConfig(data=data, out=out, test_run=test_run, steps=steps, batch_size=batch_size, stain_input=stain_input, relight=relight, max_blur=max_blur,
+                       points=points, points_test_block=points_test_block,
+                       scale=scale,
                        crop=crop, channels=channels, seed=seed,
                        max_fields=max_fields))
 

@@ -50,6 +50,10 @@ class DetectorConfig:
     scale_range: tuple[float, float] = (0.7, 1.4)
     stain_jitter: float = 0.2
     stain_input: str = "rgb"  # "od": the detector sees optical density normalised per field (edge_app.detect)
+    relight: float = 0.5  # share of crops re-lit and re-stained as another laboratory's (`relit`); 0: the training fields' own
+    max_blur: float = 2.0  # the strongest focus blur of a training crop (Gaussian sigma, input pixels); 1.2 until 2026-12-06
+    points: str | None = None  # another laboratory's point-labelled fields (images/, labels/) to train on too (`point_fields`)
+    points_test_block: int | None = None  # hold out this block of consecutive point-labelled fields
     seed: int = 0
     max_fields: int | None = None  # for smoke runs
 
@@ -59,6 +63,7 @@ class Field:
     name: str
     rgb: np.ndarray  # at the detector's scale times the largest magnification, so every augmentation only shrinks
     boxes: np.ndarray  # (N, 4) x, y, w, h in the pixels of `rgb`
+    lamp: np.ndarray | None = None  # (3,) the light through the slide where nothing absorbs it (`lamp_colour`)
 
 
 def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[Box]], scale: float,
@@ -69,7 +74,96 @@ def load_fields(data: str | Path, names: list[str], annotations: dict[str, list[
         rgb = load_rgb(Path(data) / "images" / name)
         boxes = np.array([[b.x, b.y, b.w, b.h] for b in annotations[name]], np.float32).reshape(-1, 4) * scale
         small = resize_field(rgb, scale)
-        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes))
+        fields.append(Field(name, optical_density(small) if stain == "od" else small, boxes,
+                            lamp_colour(small) if stain == "rgb" else None))
+    return fields
+
+
+def lamp_colour(rgb: np.ndarray) -> np.ndarray:
+    """The light through the slide where nothing absorbs it: the field's brightest few percent, per channel (as in
+    edge_app.detect.optical_density)."""
+    return np.percentile(rgb.reshape(-1, 3).astype(np.float32) + 1.0, 97, axis=0)
+
+
+#: How another laboratory's fields differ from the training fields' (`relit`): the stain's optical density scaled
+#: from a quarter (faint, pale cells) to 1.6 times, each channel by up to another 25 % (another stain's hue), and
+#: the lamp from half to 1.15 times as bright, each channel by up to 15 % (a dim, bluish or yellowish light).
+DENSITY_RANGE = (0.25, 1.6)
+DENSITY_HUE = 0.25
+LAMP_RANGE = (0.5, 1.15)
+LAMP_TINT = 0.15
+
+
+def relit(img: np.ndarray, lamp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A crop as another laboratory's stain and microscope would show it: its optical density (light absorbed,
+    -log of the pixel over the lamp) scaled per channel, then lit by another lamp.
+
+    Channel gains alone (`sample`) cannot make a faint stain under a dim lamp,
+    the commonest way another laboratory's fields differ: cells of a faint
+    stain differ from the background by a small share of its brightness
+    whatever the light.
+    """
+    od = np.maximum(np.log(lamp / (img.astype(np.float32) + 1.0)), 0.0)
+    density = np.exp(rng.uniform(*np.log(DENSITY_RANGE))) * rng.uniform(1 - DENSITY_HUE, 1 + DENSITY_HUE, 3)
+    light = lamp * np.exp(rng.uniform(*np.log(LAMP_RANGE))) * rng.uniform(1 - LAMP_TINT, 1 + LAMP_TINT, 3)
+    return np.clip(np.minimum(light, 256.0) * np.exp(-od * density) - 1.0, 0, 255)
+
+
+#: A point-labelled field is trained on only when its points are on at least this share of the cells the boxing
+#: detector finds there: fields that label only some cells (the unusual shapes) would teach that the rest are not cells.
+FULLY_LABELLED = 0.8
+
+
+def point_boxes(points: np.ndarray, found: np.ndarray) -> np.ndarray | None:
+    """Boxes for a field's labelled points, from the boxes a detector found there (N x 4, x, y, w, h), or None when the
+    points label too few of those cells (see FULLY_LABELLED).
+
+    A point held by a found box, one to one, gets that box; the others a
+    square of the field's median box side round the point: the points say
+    where each cell is, the detector how large a box its annotators drew.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if not len(points) or not len(found):
+        return None
+    px, py = points[:, :1], points[:, 1:]
+    x, y, w, h = (found[:, i][None, :] for i in range(4))
+    inside = (px >= x) & (px <= x + w) & (py >= y) & (py <= y + h)
+    gap = np.hypot((px - x - w / 2) / np.maximum(w, 1), (py - y - h / 2) / np.maximum(h, 1))
+    rows, cols = linear_sum_assignment(np.where(inside, gap - 2.0, 0.0))
+    pairs = [(r, c) for r, c in zip(rows, cols) if inside[r, c]]
+    if len(pairs) < FULLY_LABELLED * len(found):
+        return None
+    side = float(np.median(np.maximum(found[:, 2], found[:, 3])))
+    boxes = np.column_stack([points - side / 2, np.full((len(points), 2), side)]).astype(np.float32)
+    for r, c in pairs:
+        boxes[r] = found[c]
+    return boxes
+
+
+def point_fields(cfg: DetectorConfig, typical_side: float) -> list[Field]:
+    """Another laboratory's point-labelled fields, boxed (`point_boxes`) by the shipped detector, each at the scale that
+    brings its median box to `typical_side` (the box-labelled training fields' median, in field pixels) at the
+    detector's scale; the held-out block (`points_test_block`) and fields labelled only in part are left out."""
+    from edge_app.detect import default_detector_path
+    from training.fields import load_points
+
+    points = load_points(Path(cfg.points) / "labels")
+    images = {p.stem: p for p in (Path(cfg.points) / "images").iterdir() if p.stem in points}
+    boxer = CellDetector(default_detector_path())
+    fields = []
+    for k, block in enumerate(runs_of(sorted(images))):
+        if k == cfg.points_test_block:
+            continue
+        for stem in block:
+            rgb = load_rgb(images[stem])
+            found = np.array([[d.x, d.y, d.width, d.height] for d in boxer.detect(rgb)], np.float32).reshape(-1, 4)
+            boxes = point_boxes(points[stem], found)
+            if boxes is None:
+                continue
+            scale = cfg.scale * cfg.scale_range[1] * typical_side / float(np.median(np.maximum(boxes[:, 2], boxes[:, 3])))
+            small = resize_field(rgb, scale)
+            fields.append(Field(images[stem].name, small, boxes * scale, lamp_colour(small)))
     return fields
 
 
@@ -105,6 +199,8 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
     y0, x0 = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
     img = img[y0:y0 + span, x0:x0 + span]
     img = (resize_field(img, crop / span) if span != crop else img).astype(np.float32)
+    if cfg.relight and field.lamp is not None and rng.random() < cfg.relight:
+        img = relit(img, field.lamp, rng)
     boxes = (field.boxes - np.array([x0, y0, 0, 0], np.float32)) * (crop / span)
     # Any orientation: a smear has no up.
     if rng.random() < 0.5:
@@ -119,7 +215,7 @@ def sample(field: Field, crop: int, rng: np.random.Generator, cfg: DetectorConfi
     img = grey + (img - grey) * rng.uniform(0.4, 1.6)
     img = (img - img.mean()) * rng.uniform(0.8, 1.2) + img.mean() * rng.uniform(0.85, 1.15)
     if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2))
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, cfg.max_blur))
     img = img + rng.normal(0, rng.uniform(0, 4), img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), boxes
 
@@ -186,6 +282,11 @@ def train(cfg: DetectorConfig):
     runs = runs_of(sorted(annotations))
     names = [n for i, r in enumerate(runs) if i != cfg.test_run for n in r][:cfg.max_fields]
     fields = load_fields(cfg.data, names, annotations, cfg.scale * cfg.scale_range[1], cfg.stain_input)
+    if cfg.points:
+        typical = float(np.median([max(b.w, b.h) for n in names for b in annotations[n]]))
+        boxed = len(fields)
+        fields += point_fields(cfg, typical)
+        print(f"{len(fields) - boxed} point-labelled fields of {cfg.points} added to {boxed} boxed ones", file=sys.stderr)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build(channels=cfg.channels)

@@ -153,6 +153,36 @@ class FieldScore:
         return self.called_parasitized / self.detections if self.detections else 0.0
 
 
+def load_points(labels: str | Path) -> dict[str, np.ndarray]:
+    """Labelled points per field, keyed by the file's stem, from a folder of text files with a line `x y class` per
+    cell (Chula RBC-12's labels): an (N, 2) array of x, y in field pixels each. The class is not needed to score
+    detection: every labelled point is a red cell, whatever its shape."""
+    out: dict[str, np.ndarray] = {}
+    for path in sorted(Path(labels).glob("*.txt")):
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            out[path.stem] = np.array([[float(r[0]), float(r[1])] for r in rows], np.float64).reshape(-1, 2)
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: expected lines of `x y class`") from None
+    return out
+
+
+def match_points(points: np.ndarray, boxes: np.ndarray) -> int:
+    """How many points are found by these (x, y, w, h) boxes, one to one: a point is found when a box holds it, and a
+    box finds one point at most (the assignment with the most pairs, then the points nearest their box's middle)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(points) or not len(boxes):
+        return 0
+    px, py = points[:, :1], points[:, 1:]
+    x, y, w, h = (boxes[:, i][None, :] for i in range(4))
+    inside = (px >= x) & (px <= x + w) & (py >= y) & (py <= y + h)
+    # Distance from the box's middle in half-sides: under 1 for every point inside it, so a pair is worth more than it.
+    gap = np.hypot((px - x - w / 2) / np.maximum(w, 1), (py - y - h / 2) / np.maximum(h, 1))
+    rows, cols = linear_sum_assignment(np.where(inside, gap - 2.0, 0.0))
+    return int(inside[rows, cols].sum())
+
+
 def not_on_difficult(truth: list[Box], detected: np.ndarray) -> np.ndarray:
     """Which detections count: those not matched (IoU >= 0.5) to a `difficult` box, which counts neither way."""
     keep = np.ones(len(detected), bool)
