@@ -48,6 +48,41 @@ from training.fields import count_fields, counting_scores, load_annotations, rev
 HEADLINE = ("recall", "precision", "infected_recall", "healthy_called_parasitized", "reported_abs_relative_error")
 
 
+def run_scores(counted: dict, annotations: dict) -> tuple[dict, dict]:
+    """Each run's counted fields as the counting and the review thresholds are measured on them: (the P of every
+    detection that is not an infected cell, each infected cell's best P), the review's with the cells it always shows
+    at 1 (training.fields.counting_scores, review_scores)."""
+    for_counting, for_review = {}, {}
+    for k, fields in counted.items():
+        for scores, of_field in ((for_counting, lambda c: counting_scores(annotations[c.name], c.boxes, c.probabilities)),
+                                 (for_review, lambda c: review_scores(annotations[c.name], c.boxes, c.probabilities, c.white,
+                                                                      REVIEW_SHOWS))):
+            per_field = [of_field(c) for c in fields]
+            scores[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
+    return for_counting, for_review
+
+
+def held_out_blocks(for_counting: dict, for_review: dict, k: int, max_fpr: float = 0.01,
+                    review_fpr: float = REVIEW_FPR) -> tuple[dict, dict]:
+    """Run k's counting and review blocks, measured on the other runs' out-of-fold scores (`run_scores`)."""
+    others = [j for j in for_counting if j != k]
+    block = pooled_counting([for_counting[j] for j in others], max_fpr)
+    review = pooled_review([for_counting[j] for j in others], [for_review[j] for j in others], review_fpr)
+    return block, review
+
+
+def fold_blocks(counted: dict, annotations: dict, max_fpr: float = 0.01, review_fpr: float = REVIEW_FPR) -> dict:
+    """For each run k of fields counted by models trained without it, the Counting of its counting and review
+    thresholds, measured on the other runs (`held_out_blocks`)."""
+    for_counting, for_review = run_scores(counted, annotations)
+    out = {}
+    for k in counted:
+        block, review = held_out_blocks(for_counting, for_review, k, max_fpr, review_fpr)
+        out[k] = (Counting(block["threshold"], counting_errors(block)),
+                  Counting(review["threshold"], counting_errors(review), **REVIEW_SHOWS))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/iml_malaria")
@@ -67,27 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     annotations = load_annotations(data / "annotations.json")
     runs = runs_of(sorted(annotations))
-    counted, scores_for_counting, scores_for_review, models = {}, {}, {}, {}
+    counted, models = {}, {}
     for k, held_out in enumerate(runs):
         path = next((Path(args.models) / f"run{k}").glob("*.tflite")) if args.models else Path(args.model or default_model_path())
         model = ModelBundle(path, threads=args.threads)
         detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
         counted[k] = count_fields(model, detector, data, held_out)
-        for scores, of_field in ((scores_for_counting, lambda c: counting_scores(annotations[c.name], c.boxes, c.probabilities)),
-                                 (scores_for_review, lambda c: review_scores(annotations[c.name], c.boxes, c.probabilities, c.white,
-                                                                                       REVIEW_SHOWS))):
-            per_field = [of_field(c) for c in counted[k]]
-            scores[k] = (np.concatenate([h for h, _ in per_field]), np.concatenate([i for _, i in per_field]))
         models[k] = model
         print(f"run {k}: counted {len(held_out)} fields with {path} and {detector.path}", file=sys.stderr)
+    scores_for_counting, scores_for_review = run_scores(counted, annotations)
 
     report = {"protocol": "each run counted by models trained without it; its counting threshold and rates from the other "
                           "runs' out-of-fold counts", "max_fpr": args.max_fpr, "review_fpr": args.review_fpr, "folds": {}}
     for k, held_out in enumerate(runs):
-        others = [j for j in scores_for_counting if j != k]
-        block = pooled_counting([scores_for_counting[j] for j in others], args.max_fpr)
-        review_block = pooled_review([scores_for_counting[j] for j in others], [scores_for_review[j] for j in others],
-                                     args.review_fpr)
+        block, review_block = held_out_blocks(scores_for_counting, scores_for_review, k, args.max_fpr, args.review_fpr)
         errors = counting_errors(block) if block["sensitivity"] > block["false_positive_rate"] else None
         fold = summarise(score_counted(counted[k], annotations, block["threshold"]), counted[k], errors)
         fold["counting"] = block

@@ -308,7 +308,7 @@ def _load_detector(detector: str | None, segmenter: str, threads: int):
 
 
 def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
-                operator):
+                operator, register):
     from edge_app.slide import SlideRun
 
     if resume and overwrite:
@@ -317,9 +317,28 @@ def _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, thre
     finder = _load_detector(detector, segmenter, threads)
     try:
         return SlideRun(out, bundle, fmt, resume=resume, overwrite=overwrite, threshold=threshold, min_cells=min_cells,
-                        detector=finder, embed=embed, sample=sample, operator=operator)
+                        detector=finder, embed=embed, sample=sample, operator=operator,
+                        calibration=_laboratory_calibration(register, bundle))
     except (OutputError, OSError) as exc:
         raise SetupError(str(exc)) from None
+
+
+def _laboratory_calibration(register: str | None, bundle: ModelBundle):
+    """This device's laboratory calibration for the model (edge_app.calibration), from the register; None, with a
+    warning, when the register cannot be read: a count never depends on it."""
+    import sqlite3
+
+    from edge_app.register import RegisterError, connect, site_calibration
+
+    try:
+        conn = connect(register)
+        try:
+            return site_calibration(conn, bundle)
+        finally:
+            conn.close()
+    except (RegisterError, sqlite3.Error, OSError) as exc:
+        click.echo(f"warning: the laboratory's calibration cannot be read ({exc}); the shipped error rates are used", err=True)
+        return None
 
 
 def _warn_skipped(folder: str, reason: str) -> None:
@@ -354,11 +373,12 @@ def _field_line(i: int, n: int, count, running, seconds_left: float = 0.0) -> st
 def _finish_slide(run, register: str | None) -> None:
     from edge_app.headline import headline
     from edge_app.report import empty_text
+    from edge_app.slide import total_from_summary
 
     summary = run.finish()
     _register_slide(register, run.out, summary)
     total = run.running_total()
-    click.echo(f"slide: {headline(total, summary.get('review')).text}" if total.cells
+    click.echo(f"slide: {headline(total_from_summary(summary), summary.get('review'), summary.get('calibration')).text}" if total.cells
                else "slide: no red cells found in any field", err=True)
     if total.warning():
         click.echo(f"warning: {total.warning()}", err=True)
@@ -418,7 +438,7 @@ def smear(paths, out, model, fmt, threshold, detector, segmenter, min_cells, thr
     if not files:
         raise SetupError("no image files found in the given paths")
     run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
-                      operator)
+                      operator, register)
     done = run.done
     todo = [f for f in files if f not in done]
     if len(todo) < len(files):
@@ -472,7 +492,7 @@ def capture(n_fields, interval, resolution, replay, out, model, fmt, threshold, 
         raise SetupError(f"{frames} already holds {_plural(len(old_frames), 'frame')} of a slide: add --resume to add fields "
                          "to it, or --overwrite to start it afresh (its frames are deleted)")
     run = _open_slide(out, model, fmt, threshold, detector, segmenter, min_cells, threads, embed, resume, overwrite, sample,
-                      operator)
+                      operator, register)
     if overwrite:
         shutil.rmtree(frames, ignore_errors=True)  # one slide's frames must never sit beside another's
     frames.mkdir(exist_ok=True)
@@ -624,6 +644,61 @@ def slides_rebuild(roots, register) -> None:
 
     n = rebuild(_open_register(register), roots, on_error=skipped)
     click.echo(f"register rebuilt: {_plural(n, 'slide')}", err=True)
+
+
+@main.group(short_help="This laboratory's own error rates, from its reviewed slides.")
+def calibration() -> None:
+    """This laboratory's own counting error rates, learnt from the slides its microscopists fully reviewed.
+
+    Every slide reviewed in `serve` adds what its review showed; later slides
+    whose stain matches are corrected with these rates instead of the shipped
+    ones, which serve as their prior. See docs/how-it-works.md.
+    """
+
+
+@calibration.command("show")
+@model_option
+@register_option
+def calibration_show(model, register) -> None:
+    """What the calibration holds: slides, cells, parasites confirmed, rates with their 95 % intervals."""
+    from edge_app.calibration import STAIN_DISTANCE
+    from edge_app.register import site_calibration
+
+    bundle = _load_model(model, threads=1)
+    conn = _open_register(register)
+    cal = site_calibration(conn, bundle)
+    if cal is None:
+        raise SetupError(f"{bundle.path} has no counting and review error rates to calibrate")
+    prior = cal.prior
+    click.echo(f"model:               {bundle.name} ({bundle.version}), counting threshold {bundle.counting.threshold:.4f}")
+    click.echo(f"shipped rates:       sensitivity {prior.sensitivity:.3f}, false-positive rate {prior.false_positive_rate:.4f} "
+               "(measured on other laboratories' fields: the prior)")
+    if not cal.slides:
+        click.echo("calibration:         none yet: no slide counted with this model has been fully reviewed here "
+                   "(since the last reset); counts use the shipped rates")
+        return
+    d = cal.describe()
+    (slo, shi), (flo, fhi) = d["sensitivity_ci95"], d["false_positive_rate_ci95"]
+    click.echo(printable(f"calibration:         {_plural(d['slides'], 'slide')} reviewed since {d['since'][:16].replace('T', ' ')}, "
+                         f"{d['cells_reviewed']:,} cells, {_plural(d['parasites_confirmed'], 'parasite')} confirmed"))
+    click.echo(f"laboratory's rates:  sensitivity {d['sensitivity']:.3f} (95 % CI {slo:.3f}-{shi:.3f}), false-positive rate "
+               f"{d['false_positive_rate']:.4f} (95 % CI {flo:.4f}-{fhi:.4f})")
+    stain = ", ".join(f"{v:.0f}" for v in d["stain"]) if d["stain"] else "not recorded"
+    click.echo(f"stain:               cells RGB {stain}; a slide whose stain is within {STAIN_DISTANCE} (chromaticity) is "
+               "corrected with the laboratory's rates, any other with the shipped ones")
+
+
+@calibration.command("reset")
+@register_option
+def calibration_reset(register) -> None:
+    """Start the calibration afresh (a new stain or microscope): slides reviewed until now no longer count."""
+    from edge_app.register import reset_calibration
+    from edge_app.slide import now_text
+
+    conn = _open_register(register)
+    reset_calibration(conn, now_text())
+    click.echo("calibration reset: slides reviewed from now on make the laboratory's rates; until then counts use the "
+               "shipped ones", err=True)
 
 
 @main.command(short_help="Review slides in a browser (the microscopist's review).")

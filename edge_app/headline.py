@@ -10,10 +10,13 @@ the headline is, in this order:
 1. the reviewed parasitemia, once a microscopist has decided every cell
    shown; a reviewed slide with no parasite confirmed reads "negative",
    with its upper bound;
-2. before that, when cells are flagged: how many, of how many counted,
-   and that the figure awaits review; the automatic estimate is given
-   beside it only as its interval, never as a bare 0.00 %;
-3. when no cell is flagged: none flagged, with the automatic upper bound.
+2. where the laboratory is calibrated (edge_app.calibration) and the
+   slide's stain matches, the estimate corrected with its own rates;
+3. otherwise, when cells are flagged beyond what false positives alone
+   give: how many, of how many counted, and that the figure awaits
+   review, the automatic estimate beside it; never a bare 0.00 %;
+4. when no more cells are flagged than false positives alone give, or
+   none: "likely negative", with the automatic upper bound.
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ def _ci(lo: float, hi: float) -> str:
 class Headline:
     """A slide's headline: `figure` is what a list or a big box shows, `text` the one line that says what it means."""
 
-    kind: str  # "reviewed", "negative", "flagged", "none flagged", "no cells"
+    kind: str  # "reviewed", "negative", "calibrated", "flagged", "likely negative", "none flagged", "no cells"
     figure: str
     text: str
 
 
-def headline(total: Parasitemia, review: dict | None = None) -> Headline:
-    """The slide's headline from its automatic count (`total`) and its review so far (a summary's "review")."""
+def headline(total: Parasitemia, review: dict | None = None, calibration: dict | None = None) -> Headline:
+    """The slide's headline from its automatic count (`total`), its review so far (a summary's "review") and the
+    laboratory calibration its count used, if any (a summary's "calibration", edge_app.calibration)."""
     review = review or {}
+    calibrated = bool(calibration and calibration.get("used"))
     if review.get("status") == "reviewed" and review.get("parasitemia") is not None:
         lo, hi = review["ci95"]
         cells, confirmed = review["cells_counted"], review["confirmed_parasitised"]
@@ -59,12 +64,22 @@ def headline(total: Parasitemia, review: dict | None = None) -> Headline:
     lo, hi = total.interval
     progress = (f" (review: {review['decided']} of {review['cells_to_review']} cells decided)"
                 if review.get("status") == "in review" else "")
-    if total.parasitized:
-        estimate = (f"automatic estimate {_pct(total.fraction)} ({_ci(lo, hi)})" if total.fraction > 0
-                    else f"the automatic estimate cannot yet tell them from false positives ({_ci(lo, hi)})")
+    if calibrated and total.fraction > 0:
+        return Headline("calibrated", _pct(total.fraction),
+                        f"parasitemia {_pct(total.fraction)} ({_ci(lo, hi)}), corrected with this laboratory's own error "
+                        f"rates from {calibration['slides']} reviewed slide{'s' if calibration['slides'] != 1 else ''}: "
+                        f"{total.parasitized:,} of {total.cells:,} cells flagged; a microscopist's review confirms it"
+                        f"{progress}")
+    if total.parasitized and (total.fraction > 0 or not total.errors):
         return Headline("flagged", f"{total.parasitized:,} flagged",
                         f"{total.parasitized:,} of {total.cells:,} cells flagged as possibly infected "
-                        f"({_pct(total.raw_fraction)}): the figure awaits a microscopist's review{progress}; {estimate}")
+                        f"({_pct(total.raw_fraction)}): the figure awaits a microscopist's review{progress}; "
+                        f"automatic estimate {_pct(total.fraction)} ({_ci(lo, hi)})")
+    if total.parasitized:  # corrected to 0: no more than false positives alone give
+        return Headline("likely negative", "likely negative",
+                        f"likely negative: {total.parasitized:,} of {total.cells:,} cells flagged "
+                        f"({_pct(total.raw_fraction)}), no more than false positives alone give; at most {_pct(hi)} "
+                        f"(automatic 95 % upper bound); a microscopist's review of the flagged cells confirms it{progress}")
     return Headline("none flagged", "none flagged",
                     f"no cell flagged in {total.cells:,} cells: likely negative, at most {_pct(hi)} (automatic 95 % "
                     f"upper bound; a microscopist's review confirms it){progress}")

@@ -25,9 +25,10 @@ from datetime import date
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from edge_app.calibration import Calibration, Evidence, evidence, slide_stain
 from edge_app.results import csv_cell, folder_lock
 from edge_app.review import read_decisions
-from edge_app.slide import SUMMARY_FILE, publish, read_identity, read_summary, slide_review
+from edge_app.slide import SUMMARY_FILE, publish, read_checks_stats, read_identity, read_summary, slide_review
 
 ENV_VAR = "MALARIA_EDGE_REGISTER"
 STATUSES = ("counted", "in review", "reviewed")
@@ -67,6 +68,17 @@ MIGRATIONS = (
         PRIMARY KEY (slide_id, cell)
     );
     CREATE INDEX slides_status ON slides (status);
+    """,
+    # 3: the laboratory's calibration: what each fully reviewed slide showed (edge_app.calibration.Evidence)
+    """
+    CREATE TABLE calibration_slides (
+        slide_id TEXT PRIMARY KEY REFERENCES slides (id) ON DELETE CASCADE,
+        reviewed TEXT NOT NULL, model_sha256 TEXT NOT NULL, threshold REAL NOT NULL,
+        cells INTEGER NOT NULL, flagged INTEGER NOT NULL, flagged_rejected INTEGER NOT NULL,
+        parasites INTEGER NOT NULL, parasites_flagged INTEGER NOT NULL,
+        stain_r REAL, stain_g REAL, stain_b REAL
+    );
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -160,17 +172,20 @@ def _slide_record(folder: Path, summary: dict, review: dict) -> dict:
     }
 
 
-def read_slide(folder: str | os.PathLike) -> tuple[dict, list]:
-    """A slide folder's register row and its decisions, read from its files: the review recomputed from review.jsonl."""
+def read_slide(folder: str | os.PathLike) -> tuple[dict, list, Evidence | None]:
+    """A slide folder's register row, its decisions, and what its review adds to the laboratory's calibration (None
+    until it is fully reviewed), read from its files: the review recomputed from review.jsonl."""
     folder = Path(folder).resolve()
     summary = read_summary(folder)
     review = slide_review(folder, summary)
-    return _slide_record(folder, summary, review.as_dict()), list(review.decisions.values())
+    state = review.as_dict()
+    found = evidence(summary, state, slide_stain(read_checks_stats(folder))) if state["status"] == "reviewed" else None
+    return _slide_record(folder, summary, state), list(review.decisions.values()), found
 
 
-def _store(conn: sqlite3.Connection, record: dict, slide_decisions: list) -> None:
-    """Write one slide's row and decisions (inside the caller's transaction). A folder counted afresh has a new id:
-    its old entry, with the old count's decisions, goes."""
+def _store(conn: sqlite3.Connection, record: dict, slide_decisions: list, found: Evidence | None = None) -> None:
+    """Write one slide's row, decisions and calibration evidence (inside the caller's transaction). A folder counted
+    afresh has a new id: its old entry, with the old count's decisions, goes."""
     conn.execute("DELETE FROM slides WHERE folder = ? AND id != ?", (record["folder"], record["id"]))
     updates = ", ".join(f"{k} = excluded.{k}" for k in record if k != "id")
     conn.execute(f"INSERT INTO slides ({', '.join(record)}) VALUES ({', '.join('?' * len(record))}) "
@@ -178,6 +193,40 @@ def _store(conn: sqlite3.Connection, record: dict, slide_decisions: list) -> Non
     conn.execute("DELETE FROM decisions WHERE slide_id = ?", (record["id"],))
     conn.executemany("INSERT INTO decisions (slide_id, cell, decision, reviewer, decided_at) VALUES (?, ?, ?, ?, ?)",
                      [(record["id"], d.key, d.decision, d.reviewer, d.at) for d in slide_decisions])
+    conn.execute("DELETE FROM calibration_slides WHERE slide_id = ?", (record["id"],))
+    if found is not None:
+        r, g, b = found.stain or (None, None, None)
+        conn.execute("INSERT INTO calibration_slides VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (record["id"], found.reviewed, found.model_sha256, found.threshold, found.cells, found.flagged,
+                      found.flagged_rejected, found.parasites, found.parasites_flagged, r, g, b))
+
+
+#: The settings key holding when the calibration was last reset: reviews before it no longer count.
+CALIBRATION_SINCE = "calibration_since"
+
+
+def site_calibration(conn: sqlite3.Connection, model) -> Calibration | None:
+    """This device's laboratory calibration for a classifier (edge_app.model.ModelBundle): the evidence of the slides
+    reviewed since the last reset that were counted with this very model at its counting threshold, with its
+    shipped rates as the prior; None when the model has no measured counting and review blocks to calibrate."""
+    if not (model.counting and model.review and model.counting.errors.measured):
+        return None  # rates of unknown provenance (how many cells they were measured on) cannot be a prior
+    since = conn.execute("SELECT value FROM settings WHERE key = ?", (CALIBRATION_SINCE,)).fetchone()
+    rows = conn.execute("SELECT * FROM calibration_slides WHERE model_sha256 = ? AND abs(threshold - ?) < 1e-9 "
+                        "AND reviewed > ? ORDER BY reviewed",
+                        (model.meta["tflite_sha256"], model.counting.threshold, since[0] if since else "")).fetchall()
+    slides = tuple(Evidence(r["slide_id"], r["reviewed"], r["model_sha256"], r["threshold"], r["cells"], r["flagged"],
+                            r["flagged_rejected"], r["parasites"], r["parasites_flagged"],
+                            None if r["stain_r"] is None else (r["stain_r"], r["stain_g"], r["stain_b"])) for r in rows)
+    return Calibration(slides, model.counting.errors, model.review.errors.sensitivity)
+
+
+def reset_calibration(conn: sqlite3.Connection, now: str) -> None:
+    """Start the laboratory's calibration afresh: the slides reviewed until `now` no longer count (they stay in the
+    register, and a rebuild keeps the reset)."""
+    with transaction(conn):
+        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                     (CALIBRATION_SINCE, now))
 
 
 def index_slide(conn: sqlite3.Connection, folder: str | os.PathLike) -> str:
@@ -187,9 +236,9 @@ def index_slide(conn: sqlite3.Connection, folder: str | os.PathLike) -> str:
     indexing the same slide at once leave the register with the later state.
     """
     with folder_lock(folder):
-        record, slide_decisions = read_slide(folder)
+        record, slide_decisions, found = read_slide(folder)
         with transaction(conn):
-            _store(conn, record, slide_decisions)
+            _store(conn, record, slide_decisions, found)
     return record["id"]
 
 
@@ -296,10 +345,11 @@ def rebuild(conn: sqlite3.Connection, roots: Iterable[str | os.PathLike],
         except (OSError, ValueError, KeyError, TypeError) as exc:
             on_error(folder, str(exc) or type(exc).__name__)
     with transaction(conn):
+        conn.execute("DELETE FROM calibration_slides")
         conn.execute("DELETE FROM decisions")
         conn.execute("DELETE FROM slides")
-        for record, slide_decisions in slides:
-            _store(conn, record, slide_decisions)
+        for record, slide_decisions, found in slides:
+            _store(conn, record, slide_decisions, found)
     return len(slides)
 
 

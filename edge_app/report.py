@@ -167,10 +167,17 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
     e = html.escape
     lo, hi = total.interval
     warning = total.warning()
-    if total.errors:
-        method = (f"Corrected for the counting pipeline's error rates measured on cells it never trained on (sensitivity "
-                  f"{pct(total.errors.sensitivity)}, false positives {pct(total.errors.false_positive_rate)} of other cells); "
-                  f"the interval includes their uncertainty. Raw count {pct(total.raw_fraction)}.")
+    calibration = summary.get("calibration") or {}
+    if total.errors and calibration.get("used"):
+        method = (f"Corrected with this laboratory's own error rates, from {calibration['slides']} reviewed slides since "
+                  f"{str(calibration['since'])[:10]} (sensitivity {pct(total.errors.sensitivity)}, false positives "
+                  f"{pct(total.errors.false_positive_rate)} of other cells); the interval includes their uncertainty. "
+                  f"Raw count {pct(total.raw_fraction)}.")
+    elif total.errors:
+        method = (f"Corrected for the counting pipeline's error rates measured on other laboratories' fields (sensitivity "
+                  f"{pct(total.errors.sensitivity)}, false positives {pct(total.errors.false_positive_rate)} of other cells; "
+                  f"{'no calibration of this laboratory: ' + calibration['why'] if calibration else 'no calibration of this laboratory'}"
+                  f"); the interval includes their uncertainty. Raw count {pct(total.raw_fraction)}.")
     else:
         method = "Raw count: not corrected for the model's false positives and misses."
     errors = [f for f in summary["fields"] if f["error"]]
@@ -207,7 +214,7 @@ def render_html(summary: dict, total: Parasitemia, thumbnails: Sequence[Thumbnai
         f'{"<br><b>" + DECIDED[t.decision] + "</b>" if t.decision else ""}</figcaption></figure>'
         for t in thumbnails[:THUMBNAILS_SHOWN])
     more = f"<p>{len(thumbnails) - THUMBNAILS_SHOWN} more in parasitized/.</p>" if len(thumbnails) > THUMBNAILS_SHOWN else ""
-    head = headline(total, summary.get("review"))
+    head = headline(total, summary.get("review"), summary.get("calibration"))
     review = summary.get("review") or {}
     reviewed = review.get("status") == "reviewed" and review.get("parasitemia") is not None
     figures = []

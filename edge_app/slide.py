@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edge_app.calibration import Calibration, slide_stain
 from edge_app.detect import CellDetector
 from edge_app.field_check import check_field
 from edge_app.labels import LABELS
@@ -132,8 +133,10 @@ class SlideRun:
 
     def __init__(self, out: str | Path, model: ModelBundle, fmt: str = "csv", resume: bool = False, overwrite: bool = False,
                  threshold: float | None = None, min_cells: int = MIN_RELIABLE_CELLS, detector: CellDetector | None = None,
-                 embed: bool = True, sample: str | None = None, operator: str | None = None):
+                 embed: bool = True, sample: str | None = None, operator: str | None = None,
+                 calibration: Calibration | None = None):
         self.out = Path(out)
+        self.calibration = calibration if threshold is None else None  # a threshold given by hand has no rates
         self.embed = embed
         self.model = model
         self.detector = detector
@@ -155,7 +158,7 @@ class SlideRun:
             self.checks_path.unlink(missing_ok=True)
             (self.out / REVIEW_FILE).unlink(missing_ok=True)
         self.identity = self._identify(resume, sample, operator)
-        checked = read_checks(self.checks_path)
+        checked = read_checks(self.out)
         self.counts = [replace(c, warnings=checked.get(c.field, ())) for c in count_fields(self.writer.previous)]
 
     def _check_same_counting(self, resume: bool) -> None:
@@ -223,10 +226,23 @@ class SlideRun:
     def running_total(self) -> Parasitemia:
         return slide_summary(self.counts, self.min_cells, self.errors)
 
+    def calibrated(self) -> tuple[CountingErrors | None, dict | None]:
+        """The error rates the slide's count is corrected with, and what the summary says of the calibration: this
+        laboratory's (edge_app.calibration) when its reviewed slides' stain matches this slide's, else the model's."""
+        if self.calibration is None or self.errors is None:
+            return self.errors, None
+        held = self.calibration.describe()
+        if not self.calibration.usable:
+            return self.errors, {"used": False, "why": "no slide of this laboratory fully reviewed yet", **held}
+        if not self.calibration.matches(slide_stain(read_checks_stats(self.out))):
+            return self.errors, {"used": False, "why": "this slide's stain is unlike the reviewed slides'", **held}
+        return self.calibration.errors(len([c for c in self.counts if not c.error])), {"used": True, **held}
+
     def finish(self) -> dict:
         """Write summary.json and report.html (earlier runs' fields, and any review, included); returns the summary."""
         self.writer.close()
-        total = self.running_total()
+        errors, calibration = self.calibrated()
+        total = slide_summary(self.counts, self.min_cells, errors)
         annotated = [Path("annotated") / f"{self.image_name(i, c.field)}.png" for i, c in enumerate(self.counts)]
         summary = {
             "slide": self.out.name,
@@ -238,6 +254,7 @@ class SlideRun:
                               else "classical OpenCV segmentation",
             "results": self.results_path.name,
             "total": total.as_dict(),
+            "calibration": calibration,
             "white_cells": sum(c.white_cells for c in self.counts),
             "review_from": {"threshold": self.review.threshold, "corrected_for": asdict(self.review.errors),
                             "enlarged_area": self.review.enlarged_area, "white_cells": self.review.white_cells}
@@ -246,7 +263,7 @@ class SlideRun:
                         "parasitemia": p.fraction, "ci95": list(p.interval), "raw_parasitemia": p.raw_fraction,
                         "warnings": list(c.warnings), "white_cells": c.white_cells,
                         "annotated": str(a) if (self.out / a).exists() else None}
-                       for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=self.errors)]],
+                       for c, a in zip(self.counts, annotated) for p in [Parasitemia(c.cells, c.parasitized, errors=errors)]],
             "embed": self.embed,
         }
         return publish(self.out, summary)
@@ -355,16 +372,32 @@ def thumbnails(folder: Path, rows: list[dict], review: Review) -> list[Thumbnail
     return thumbs
 
 
-def read_checks(path: Path) -> dict[str, tuple[str, ...]]:
-    """The field checks' warnings by field, as appended by `add_field`; a line torn by a power cut is ignored."""
+def read_checks_stats(folder: str | os.PathLike) -> list[dict]:
+    """A slide's field checks (checks.jsonl: each field's measurements and warnings), a line torn by a power cut or
+    a missing file ignored."""
+    try:
+        text = read_in(folder, "checks.jsonl").decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+def read_checks(folder: str | os.PathLike) -> dict[str, tuple[str, ...]]:
+    """The field checks' warnings by field, as appended by `add_field`."""
     checks: dict[str, tuple[str, ...]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                checks[entry["field"]] = tuple(entry["warnings"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+    for entry in read_checks_stats(folder):
+        try:
+            checks[entry["field"]] = tuple(entry["warnings"])
+        except (KeyError, TypeError):
+            continue
     return checks
 
 

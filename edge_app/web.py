@@ -255,7 +255,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
         total, state = total_from_summary(summary), review.as_dict()
         threshold = float(summary["threshold"])
         return render_template("slide.html", row=row, summary=summary, total=total, review=review, state=state,
-                               head=headline(total, state), fields=list(enumerate(summary["fields"])),
+                               head=headline(total, state, summary.get("calibration")), fields=list(enumerate(summary["fields"])),
                                groups=grouped(review.cells), group_names=review_grid.NAMES, group_help=review_grid.HELP,
                                caption=lambda c: caption(c, threshold), answer=answer)
 
@@ -293,7 +293,7 @@ def create_app(register: str | None = None, token: str | None = None, reviewer: 
             abort(exc.status, str(exc))
         state = summary["review"]
         if request.accept_mimetypes.best == "application/json":
-            head = headline(total_from_summary(summary), state)
+            head = headline(total_from_summary(summary), state, summary.get("calibration"))
             return jsonify({"cell": key, "decision": decision, "reviewer": name, "status": state["status"],
                             "decided": state["decided"], "text": review_text(state), "figure": pct(state["parasitemia"]),
                             "seen": made.seen, "headline": head.figure,

@@ -108,24 +108,25 @@ def _brute_force_interval(errors: CountingErrors, k: int, n: int, points: int = 
     """The same posterior summed over fine uniform grids of both rates: slow, but with no cleverness to get wrong."""
     import math
 
-    from edge_app.parasitemia import _PREVALENCE_GRID, _PREVALENCE_WEIGHTS, _beta_logpdf
+    from edge_app.parasitemia import _PREVALENCE_GRID, _PREVALENCE_WEIGHTS, SENSITIVITY_FLOOR, _beta_logpdf
 
-    def grid(rate, cells, m):
+    def grid(rate, cells, m, floor=1e-9):
         a, b = rate * cells + 0.5, (1 - rate) * cells + 0.5
         mean, sd = a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
-        edges = np.linspace(max(1e-9, mean - 12 * sd), min(1 - 1e-9, mean + 12 * sd), m + 1)
+        edges = np.linspace(max(floor, mean - 12 * sd), min(1 - 1e-9, mean + 12 * sd), m + 1)
         x = (edges[1:] + edges[:-1]) / 2
         w = np.exp(_beta_logpdf(x, a, b)) * np.diff(edges)
         return x, w / w.sum()
 
     se_cells, fp_cells = errors.effective_cells()
-    se, se_w = grid(errors.sensitivity, se_cells, points)
+    se, se_w = grid(errors.sensitivity, se_cells, points, SENSITIVITY_FLOOR)
     fps, fp_w = grid(errors.false_positive_rate, fp_cells, fp_points)
     p = _PREVALENCE_GRID[:, None]
     lik = np.zeros(len(_PREVALENCE_GRID))
+    best = (k * math.log(k / n) if k else 0.0) + ((n - k) * math.log1p(-k / n) if k < n else 0.0)
     for fp, w in zip(fps, fp_w):
         q = np.clip(se[None, :] * p + fp * (1 - p), 1e-300, 1 - 1e-16)
-        lik += w * (np.exp(k * np.log(q) + (n - k) * np.log1p(-q) - (k * math.log(k / n) + (n - k) * math.log1p(-k / n))) * se_w).sum(axis=1)
+        lik += w * (np.exp(k * np.log(q) + (n - k) * np.log1p(-q) - best) * se_w).sum(axis=1)
     cdf = np.cumsum(lik * _PREVALENCE_WEIGHTS)
     lo, hi = np.interp([0.025, 0.975], cdf / cdf[-1], _PREVALENCE_GRID)
     return float(lo), float(hi)
@@ -133,15 +134,17 @@ def _brute_force_interval(errors: CountingErrors, k: int, n: int, points: int = 
 
 def test_interval_with_a_sensitivity_that_varies_between_runs_is_the_posterior_not_sampling_noise():
     """Rates like the shipped counting block's (the sensitivity 0.742 +- 0.252 between runs: 2 cells' worth) leave a
-    sensitivity near 0 plausible, so the posterior has a long tail that sets the upper bound. It must be the
-    posterior's, as a brute-force sum over fine grids of both rates gives it: a few hundred random draws put it
+    low sensitivity plausible, down to the floor, so the posterior has a long tail that sets the upper bound. It must
+    be the posterior's, as a brute-force sum over fine grids of both rates gives it: a few hundred random draws put it
     anywhere from 3 to 38 % depending on the seed."""
+    from edge_app.parasitemia import SENSITIVITY_FLOOR
+
     errors = CountingErrors(0.742, 0.00995, 159, 13_371, sensitivity_sd=0.252, false_positive_rate_sd=0.0054)
     for k in (30, 50):
         lo, hi = errors.interval(k, 2000)
         ref_lo, ref_hi = _brute_force_interval(errors, k, 2000)
         assert hi == pytest.approx(ref_hi, rel=0.02) and lo == pytest.approx(ref_lo, rel=0.15, abs=2e-4)
-        assert hi > 0.3  # "high, not known": a stain whose sensitivity is unknown cannot bound the count from above
+        assert k / 2000 / 0.742 < hi <= k / 2000 / SENSITIVITY_FLOOR  # wide, as a sensitivity this uncertain allows
     steady = CountingErrors(0.85, 0.01, 160, 12_000)
     assert steady.interval(40, 2000) == pytest.approx(_brute_force_interval(steady, 40, 2000), rel=0.02)
 
@@ -155,3 +158,18 @@ def test_interval_holds_at_the_extremes(k, n):
         lo, hi = errors.interval(k, n)
         assert 0.0 <= lo <= hi <= 1.0 and not np.isnan(lo + hi)
         assert lo <= errors.correct(k / n) + 1e-9 or errors.correct(k / n) == 1.0
+
+
+@pytest.mark.parametrize("k, n", [(0, 10_000), (15, 10_134), (44, 5_100)])
+def test_fewer_calls_than_false_positives_alone_give_read_as_none_with_an_upper_bound_a_floor_makes_informative(k, n):
+    """Reproduces: a slide of another laboratory with no malaria, 15 of 10,134 cells called Parasitized, read "0.00 %
+    (95 % CI 0.00-93 %)": a sensitivity near 0 explained the calls as a heavy parasitemia. No pipeline worth correcting
+    finds fewer than SENSITIVITY_FLOOR of the infected cells, so the upper bound is at most the calls over it (and
+    the quadrature agrees with a brute-force sum, the case of no call at all included)."""
+    from edge_app.parasitemia import SENSITIVITY_FLOOR
+
+    errors = CountingErrors(0.742, 0.00995, 159, 13_371, sensitivity_sd=0.252, false_positive_rate_sd=0.0054)
+    lo, hi = errors.interval(k, n)
+    assert lo == 0.0 and errors.correct(k / n) == 0.0
+    assert 0 < hi <= max(k, 3) / n / SENSITIVITY_FLOOR
+    assert hi == pytest.approx(_brute_force_interval(errors, k, n)[1], rel=0.15)

@@ -51,9 +51,10 @@ def test_migrating_a_version_1_register_keeps_its_slides(tmp_path):
     conn.commit()
     conn.close()
     new = connect(path)
-    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert get_slide(new, "a")["sample"] == "P-1" and get_slide(new, "a")["status"] == "counted"
     assert new.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+    assert new.execute("SELECT COUNT(*) FROM calibration_slides").fetchone()[0] == 0  # version 3: the calibration
     connect(path).close()  # opening an up-to-date register again changes nothing
     assert get_slide(connect(path), "a")["sample"] == "P-1"
 
