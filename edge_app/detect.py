@@ -229,10 +229,11 @@ MAX_RESCALE = 3.0
 #: get boxed two at a time. When it finds fewer than SEARCH_BELOW confident cells, the field is detected at each of
 #: SEARCH_FACTORS times the default scale; when their median box is more than SEARCH_DOUBT under the training fields'
 #: smallest cell size, yet not far enough for the boxes to be rescaled to (CELL_SIZE_LOW; the training fields' unseen
-#: runs lie within 10 %, the other laboratory's fields 15-20 % under), at the larger scales. The scale that finds the
-#: most confident cells of a size it was trained on (SEARCH_SIZES times its training fields' cell sizes, the
-#: magnifications it was trained at), if at least SEARCH_BELOW and SEARCH_GAIN times the first pass's, is followed from
-#: there (models/DETAILS.md, "Another laboratory"). A field of a few cells at the right scale keeps its first pass: at
+#: runs lie within 10 %, the other laboratory's fields 15-20 % under), at the larger scales; when it is more than
+#: SEARCH_DOUBT over the largest (a higher magnification), at the smaller ones. The scale that finds the most confident
+#: cells of a size it was trained on (SEARCH_SIZES times its training fields' cell sizes, the magnifications it was
+#: trained at), if at least SEARCH_BELOW and SEARCH_GAIN times the first pass's, is followed from there
+#: (models/DETAILS.md, "Another laboratory"). A field of a few cells at the right scale keeps its first pass: at
 #: another scale a few more boxes, or boxes on parts of cells, are no evidence.
 SEARCH_BELOW = 10
 SEARCH_GAIN = 1.5
@@ -354,11 +355,15 @@ class CellDetector:
         sides = [max(d.width, d.height) for d in found if d.score >= threshold]
         if len(sides) < SEARCH_BELOW:
             return SEARCH_FACTORS
-        lo, _ = self.cell_sizes
+        lo, hi = self.cell_sizes
         side = s * float(np.median(sides))
-        # Further off, the boxes measure the magnification and the field is rescaled to it (`_cells_scale`); just under
-        # the training sizes they may be boxes on two cells at a time, which no rescaling would question.
-        return tuple(f for f in SEARCH_FACTORS if f > 1) if CELL_SIZE_LOW * lo <= side < lo * (1 - SEARCH_DOUBT) else ()
+        # Far under the training sizes the boxes measure the magnification and the field is rescaled to it
+        # (`_cells_scale`); just under them they may be boxes on two cells at a time, which no rescaling would question.
+        # Over them the boxes saturate (about 32 px), so they understate how far to shrink: the smaller scales are
+        # searched too, cheaply (a shrunk field needs no tiles).
+        if CELL_SIZE_LOW * lo <= side < lo * (1 - SEARCH_DOUBT):
+            return tuple(f for f in SEARCH_FACTORS if f > 1)
+        return tuple(f for f in SEARCH_FACTORS if f < 1) if side > hi * (1 + SEARCH_DOUBT) else ()
 
     def _searched(self, rgb: np.ndarray, found: list[Detection], default: float, low: float,
                   threshold: float, factors: tuple[float, ...]) -> tuple[list[Detection], float]:

@@ -92,6 +92,9 @@ def test_the_search_takes_the_scale_that_finds_many_more_cells_of_a_trained_size
     # ...and a search that finds under 1.5 times as many keeps the first pass.
     d = _Scaled(_cells(20, 62), {2.0: _cells(29, 42)})
     assert d.candidates(field) == _cells(20, 62)
+    # Boxed over the training sizes (a higher magnification; the boxes saturate): the smaller scales, cheap ones.
+    d = _Scaled(_cells(20, 130), {0.5: _cells(70, 130)})
+    assert d.candidates(field) == _cells(70, 130) and set(d.tried) == {0.5, 0.7, 0.33}
     # Cells of a size the detector knows: no search at all.
     d = _Scaled(_cells(40, 84), {2.0: _cells(400, 42)})
     assert d.candidates(field) == _cells(40, 84) and d.tried == []

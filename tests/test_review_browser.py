@@ -106,6 +106,8 @@ def test_a_microscopist_reviews_a_slide_in_the_browser(browser, tmp_path, tiny_m
         _wait(lambda: all(browser.execute_script("return Array.from(document.querySelectorAll('.cell img'))"
                                                  ".map(i => i.complete && i.naturalWidth > 0)")))
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        assert browser.execute_script("return Array.from(document.querySelectorAll('.cell, .decide button'))"
+                                      ".every(e => e.getBoundingClientRect().right <= window.innerWidth + 1)")  # nothing cut off
         assert all(u.startswith((url, "data:")) for u in requested_urls(browser))  # nothing from elsewhere
     finally:
         proc.terminate()
