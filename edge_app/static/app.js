@@ -27,9 +27,11 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     const state = await resp.json();
     form.querySelector("input[name=seen]").value = state.seen;
+    const button = form.querySelector("button[value=" + decision + "]");
     cell.classList.remove("decided-confirm", "decided-reject");
     cell.classList.add("decided-" + decision);
-    cell.querySelector(".decision").textContent = form.querySelector("button[value=" + decision + "]").textContent + " (" + state.reviewer + ")";
+    cell.classList.toggle("found-parasite", button.classList.contains("says-parasite"));
+    cell.querySelector(".decision").textContent = button.textContent + " (" + state.reviewer + ")";
     document.getElementById("review-progress").value = state.decided;
     document.getElementById("review-count").textContent = state.decided + " of " + cells.length + " decided";
     status.textContent = state.text;
