@@ -169,8 +169,8 @@ def test_uploads_stay_within_the_service_memory_limit_and_memory_is_given_back(t
 def test_memory_freed_after_an_upload_is_handed_back_to_the_system():
     """glibc keeps the blocks a large decode freed for reuse, so a server that decoded a phone photo would stay at its
     peak resident size for good; after each upload the server hands them back (edge_app.web._give_back_memory).
-    Measured in this process: 150 MB of small blocks (as image decoding and numpy leave behind) freed, then handed
-    back."""
+    Measured in this process: 150 MB of heap blocks (as image decoding and numpy leave behind) freed, then handed
+    back: the process is back to its size before them."""
     from edge_app.web import _give_back_memory
 
     def rss() -> int:
@@ -187,7 +187,8 @@ def test_memory_freed_after_an_upload_is_handed_back_to_the_system():
     held = rss()
     _give_back_memory()
     given = rss()
-    assert grown - before > 120_000 and held - given > 100_000, (before, grown, held, given)
+    # Back to where it started (freeing alone gives back anything from a quarter to none of it, by the process's history).
+    assert grown - before > 120_000 and given - before < 20_000 and given <= held, (before, grown, held, given)
     assert len(keep) == 2400
 
 
