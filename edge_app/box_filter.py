@@ -10,7 +10,7 @@ how much of it a stronger box already covers. A logistic model on those,
 fitted on held-out runs of annotated fields as the detector scored them
 (`training.box_filter`, out of fold), is stored in the detector's sidecar
 (`box_filter`) and decides; a sidecar without one keeps the detector's
-threshold and large cells (`edge_app.detect.confident_or_large`).
+threshold and large cells (`edge_app.detect.kept_cells`).
 Nothing here depends on the stain, so it holds on slides stained unlike
 the training fields; magnification is measured from the field's own boxes.
 """

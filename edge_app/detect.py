@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.box_filter import FLOOR, BoxFilter
+from edge_app.box_filter import FLOOR, BoxFilter, intersections
 from edge_app.model import ModelError, quantize_input, read_sidecar, shipped_path
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
@@ -195,10 +195,24 @@ def _tile_origins(size: int, tile: int) -> list[int]:
 #: (models/DETAILS.md, "Large cells").
 LARGE_CELL_MARGIN = 0.1
 LARGE_CELL_AREA = 1.3
+#: On a stain, camera or focus unlike its training fields the detector grows unsure of whole fields of plain red cells:
+#: their scores sink under the threshold together, while the field's confident boxes still say how large a cell is. A
+#: box down to ALONE_MARGIN below the threshold is kept when it is of a cell's size for this field (ALONE_AREA times
+#: its median confident box), lies whole inside the field (a cell cut by the edge is where the detector is unsure
+#: anyway), and covers a place no kept box covers (at most ALONE_OVERLAP of the smaller box's area shared): a cell
+#: the detector was unsure of, not a second box on a cell already counted (models/DETAILS.md, "Another laboratory").
+ALONE_MARGIN = 0.2
+ALONE_AREA = (0.8, 1.6)
+ALONE_OVERLAP = 0.4
+#: Pixels from the field's edge within which a box counts as cut by it.
+EDGE = 2
 
 
-def confident_or_large(found: list[Detection], threshold: float) -> list[Detection]:
-    """The detections at or above `threshold`, and those below it that are large for this field (see LARGE_CELL_AREA).
+def kept_cells(found: list[Detection], threshold: float, field_shape: tuple[int, int],
+               others: list[Detection] = ()) -> list[Detection]:
+    """The detections at or above `threshold`, those below it that are large for this field (see LARGE_CELL_AREA),
+    and those below it that are cells alone where nothing else was kept (see ALONE_MARGIN), among `found` and the
+    `others` another pass over the field found (see NEIGHBOUR_SCALES).
 
     The field's own confident boxes set the size, so no magnification has to
     be known; a field with none has nothing to compare with and keeps none.
@@ -206,8 +220,22 @@ def confident_or_large(found: list[Detection], threshold: float) -> list[Detecti
     confident = [d for d in found if d.score >= threshold]
     if not confident:
         return []
-    large = LARGE_CELL_AREA * float(np.median([d.width * d.height for d in confident]))
-    return [d for d in found if d.score >= threshold or d.width * d.height >= large]
+    median = float(np.median([d.width * d.height for d in confident]))
+    kept = [d for d in found if d.score >= threshold or
+            (d.width * d.height >= LARGE_CELL_AREA * median and d.score >= threshold - LARGE_CELL_MARGIN)]
+    height, width = field_shape
+    taken = set(kept)
+    alone = [d for d in [*found, *others] if d not in taken and d.score >= threshold - ALONE_MARGIN
+             and ALONE_AREA[0] * median <= d.width * d.height <= ALONE_AREA[1] * median
+             and d.x >= EDGE and d.y >= EDGE and d.x + d.width <= width - EDGE and d.y + d.height <= height - EDGE]
+    boxes = np.array([[d.x, d.y, d.width, d.height] for d in kept], np.float64).reshape(-1, 4)
+    for d in sorted(alone, key=lambda d: -d.score):
+        box = np.array([[d.x, d.y, d.width, d.height]], np.float64)
+        shared = intersections(box, boxes)[0] / np.minimum(d.width * d.height, boxes[:, 2] * boxes[:, 3])
+        if not (shared > ALONE_OVERLAP).any():
+            kept.append(d)
+            boxes = np.vstack([boxes, box])
+    return kept
 
 
 #: Cells are found best at the size the detector was trained on (its sidecar's `field_ranges.cell_size`, in input
@@ -240,6 +268,13 @@ SEARCH_GAIN = 1.5
 SEARCH_DOUBT = 0.1
 SEARCH_FACTORS = (2.0, 0.5, 1.5, 0.7, 3.0, 1 / 3)
 SEARCH_SIZES = (0.7, 1.4)
+#: A field rescaled to another magnification is where the detector is least sure of its cells, and a cell it misses
+#: at the scale its boxes chose it often finds at a slightly smaller one. Such a field is detected again at
+#: NEIGHBOUR_SCALES times that scale, and their boxes may add cells alone (`kept_cells`), never replace a box. Only
+#: where the field fits one pass: smaller scales never need more, and a field enlarged into tiles (a lower
+#: magnification, whose cells the detector already finds) would cost seconds more on a Pi (models/DETAILS.md,
+#: "Another laboratory").
+NEIGHBOUR_SCALES = (0.9, 0.8)
 #: Overlap of neighbouring tiles, in input pixels, when a field at the cells' scale is larger than the input: about
 #: three cells, so every cell lies whole in the inner part of some tile.
 TILE_OVERLAP = 64
@@ -309,16 +344,20 @@ class CellDetector:
 
     def detect(self, rgb: np.ndarray, threshold: float | None = None, passes: int = MAX_PASSES) -> list[Detection]:
         """The red cells in a field, in reading order: the candidates its box filter counts (`edge_app.box_filter`), or,
-        for a sidecar without one, those at or above the threshold and large ones a little below it."""
+        for a sidecar without one, those at or above the threshold and, a little below it, large ones and cells alone
+        (`kept_cells`), a field rescaled to another magnification also at neighbouring scales (NEIGHBOUR_SCALES)."""
         threshold = self.threshold if threshold is None else threshold
-        found = self.candidates(rgb, threshold, passes)
-        kept = self.box_filter.keep(found, threshold, rgb.shape[:2]) if self.box_filter else confident_or_large(found, threshold)
+        found, s, default = self._scaled_candidates(rgb, threshold, passes, None)
+        if self.box_filter:
+            kept = self.box_filter.keep(found, threshold, rgb.shape[:2])
+        else:
+            kept = kept_cells(found, threshold, rgb.shape[:2], self._neighbours(rgb, s, default, threshold))
         return sorted(kept, key=lambda d: (d.y + d.height // 2, d.x))
 
     def candidates(self, rgb: np.ndarray, threshold: float | None = None, passes: int = MAX_PASSES,
                    floor: float | None = None) -> list[Detection]:
         """Every box down to `floor`: by default what `detect` chooses from, down to the box filter's floor, or
-        LARGE_CELL_MARGIN below the threshold for a sidecar without one.
+        ALONE_MARGIN below the threshold for a sidecar without one.
 
         When the cells come out far smaller or larger than those the detector
         was trained on (see CELL_SIZE_LOW), the field is detected again at
@@ -326,9 +365,14 @@ class CellDetector:
         input: the detector's own boxes measure the magnification, so none
         has to be configured. `passes=1` detects at the default scale only.
         """
+        return self._scaled_candidates(rgb, threshold, passes, floor)[0]
+
+    def _scaled_candidates(self, rgb: np.ndarray, threshold: float | None, passes: int,
+                           floor: float | None) -> tuple[list[Detection], float, float]:
+        """`candidates`, the scale they were found at and the default scale."""
         threshold = self.threshold if threshold is None else threshold
         if floor is None:
-            floor = FLOOR if self.box_filter else threshold - LARGE_CELL_MARGIN
+            floor = FLOOR if self.box_filter else threshold - max(LARGE_CELL_MARGIN, ALONE_MARGIN)
         low = max(floor, 0.01)
         heat, box, default = self.raw(rgb)
         found, s = decode(heat, box, low, default, rgb.shape[:2]), default
@@ -345,7 +389,14 @@ class CellDetector:
             if not any(d.score >= threshold for d in again):
                 break  # rescaled to where nothing is found: keep what the pass before found
             found = again
-        return found
+        return found, s, default
+
+    def _neighbours(self, rgb: np.ndarray, s: float, default: float, threshold: float) -> list[Detection]:
+        """The boxes a field rescaled to `s` gets at NEIGHBOUR_SCALES times it, down to ALONE_MARGIN under the
+        threshold; none for a field at its default scale, or one too large for a single pass at `s`."""
+        if s == default or round(rgb.shape[0] * s) > self.height or round(rgb.shape[1] * s) > self.width:
+            return []
+        return [d for f in NEIGHBOUR_SCALES for d in self._found_at(rgb, s * f, threshold - ALONE_MARGIN)]
 
     def _search_factors(self, found: list[Detection], s: float, threshold: float) -> tuple[float, ...]:
         """The factors of scale `s` worth trying when a first pass there may have missed the field's cells (see

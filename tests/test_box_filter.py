@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_app.box_filter import FEATURES, FLOOR, BoxFilter, box_features
-from edge_app.detect import STRIDE, CellDetector, Detection
+from edge_app.detect import ALONE_MARGIN, STRIDE, CellDetector, Detection
 from edge_app.model import ModelError, update_sidecar
 from tests.conftest import FIXTURES
 
@@ -72,7 +72,7 @@ def test_a_detector_with_a_box_filter_decodes_down_to_its_floor_and_keeps_what_i
     heat = np.zeros((30, 40), np.float32)
     box = np.zeros((30, 40, 4), np.float32)
     cells = {(5, 5): t + 0.2, (5, 15): t + 0.2, (5, 25): t + 0.2,  # confident
-             (15, 5): (t + FLOOR) / 2,  # weak, a typical cell: what a margin below the threshold would never reach
+             (15, 5): (t - ALONE_MARGIN + FLOOR) / 2,  # weak, a typical cell: what no margin below the threshold reaches
              (15, 20): FLOOR / 2}  # under the floor: never a candidate
     for (y, x), score in cells.items():
         heat[y, x], box[y, x] = score, (5, 5, 0, 0)
@@ -83,10 +83,10 @@ def test_a_detector_with_a_box_filter_decodes_down_to_its_floor_and_keeps_what_i
         monkeypatch.setattr(detector, "raw", lambda rgb: (heat, box, 1.0))
         return {(round((d.y + d.height / 2) / STRIDE - 0.5), round((d.x + d.width / 2) / STRIDE - 0.5)) for d in detector.detect(field)}
 
-    assert found(detector_copy) == {(5, 5), (5, 15), (5, 25)}  # no filter: the threshold and large cells
+    assert found(detector_copy) == {(5, 5), (5, 15), (5, 25)}  # no filter: the threshold, large cells and cells alone
     update_sidecar(detector_copy, "box_filter", _filter(intercept=1).to_meta("test"))  # keeps every candidate
     assert found(detector_copy) == {(5, 5), (5, 15), (5, 25), (15, 5)}
-    between = (t + 0.2 + (t + FLOOR) / 2) / 2
+    between = (t + 0.2 + (t - ALONE_MARGIN + FLOOR) / 2) / 2
     update_sidecar(detector_copy, "box_filter", _filter(score=-1, intercept=between).to_meta("test"))  # keeps only weak ones
     assert found(detector_copy) == {(15, 5)}
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_app.detect import LARGE_CELL_AREA, LARGE_CELL_MARGIN, STRIDE, CellDetector, Detection, confident_or_large, decode, field_input
+from edge_app.detect import (ALONE_MARGIN, ALONE_OVERLAP, LARGE_CELL_AREA, LARGE_CELL_MARGIN, NEIGHBOUR_SCALES, STRIDE,
+                             CellDetector, Detection, decode, field_input, kept_cells)
 from edge_app.model import ModelError
 
 from tests.fixtures.build import DETECTOR_SCALE as SCALE
@@ -52,33 +53,67 @@ def test_decode_clips_to_the_field_and_drops_duplicates():
     assert len(found) == 1 and found[0].x == 0 and found[0].y == 0
 
 
-def test_a_box_just_under_the_threshold_is_kept_only_when_large_for_its_field():
-    confident = [Detection(100 * i, 0, 80, 80 + i, 0.9) for i in range(5)]  # median area 80 x 82
-    big_weak, small_weak, big_dark = Detection(0, 200, 110, 110, 0.45), Detection(200, 200, 80, 80, 0.45), \
-        Detection(400, 200, 200, 200, 0.2)
+def test_a_box_under_the_threshold_is_kept_when_large_or_a_cell_alone():
+    field = (1000, 1200)
+    confident = [Detection(100 * i + 10, 10, 80, 80 + i, 0.9) for i in range(5)]  # median area 80 x 82
     side = int(np.ceil(np.sqrt(LARGE_CELL_AREA * 80 * 82)))
-    just_large, just_small = Detection(600, 200, side, side, 0.45), Detection(800, 200, side - 2, side - 2, 0.45)
-    kept = confident_or_large(confident + [big_weak, small_weak, big_dark, just_large, just_small], 0.5)
-    assert kept == confident + [big_weak, big_dark, just_large]  # the caller decodes no lower than the margin
-    assert confident_or_large([big_weak, small_weak], 0.5) == []  # nothing confident: no size to compare with
+    big_weak, big_dark = Detection(10, 200, 110, 110, 0.45), Detection(400, 200, 200, 200, 0.5 - LARGE_CELL_MARGIN - 0.01)
+    just_large = Detection(700, 200, side, side, 0.45)
+    alone = Detection(200, 500, 80, 80, 0.5 - ALONE_MARGIN + 0.01)  # a typical cell where nothing else is
+    on_a_cell = Detection(20, 20, 80, 80, 0.45)  # over a confident box: a second box on a counted cell
+    touching = Detection(400, 500, 80, 80, 0.4)
+    beside = Detection(400 + int(80 * (1 - ALONE_OVERLAP)) - 8, 500, 80, 80, 0.38)  # shares over ALONE_OVERLAP with it
+    at_edge = Detection(0, 700, 80, 80, 0.45)  # cut by the field's edge
+    fragment = Detection(700, 700, 40, 40, 0.45)  # under ALONE_AREA of a cell
+    too_weak = Detection(900, 700, 80, 80, 0.5 - ALONE_MARGIN - 0.01)
+    found = confident + [big_weak, big_dark, just_large, alone, on_a_cell, touching, beside, at_edge, fragment, too_weak]
+    kept = kept_cells(found, 0.5, field)
+    assert set(kept) == set(confident + [big_weak, just_large, alone, touching])
+    assert kept_cells([big_weak, alone], 0.5, field) == []  # nothing confident: no size to compare with
 
 
-def test_the_detector_keeps_large_cells_down_to_the_margin_below_its_threshold(tiny_detector, monkeypatch):
+def test_the_detector_keeps_large_cells_and_cells_alone_below_its_threshold(tiny_detector, monkeypatch):
     detector = CellDetector(tiny_detector)
     t = detector.threshold
     heat = np.zeros((30, 40), np.float32)
     box = np.zeros((30, 40, 4), np.float32)
     cells = {(3, 3): (t + 0.1, 5), (3, 12): (t + 0.1, 5), (3, 21): (t + 0.1, 5),  # typical cells, 5 grid cells wide
              (15, 3): (t - LARGE_CELL_MARGIN / 2, 7),  # large, just under: kept
-             (15, 12): (t - LARGE_CELL_MARGIN / 2, 5),  # typical, just under: dropped
-             (15, 21): (t - LARGE_CELL_MARGIN * 1.5, 7),  # large, too far under: dropped
+             (15, 12): (t - ALONE_MARGIN / 2, 5),  # typical and alone, under: kept
+             (15, 21): (t - LARGE_CELL_MARGIN * 1.5, 7),  # large, too far under for a large cell, too large for one alone
+             (15, 30): (t - ALONE_MARGIN * 1.5, 5),  # typical, too far under: dropped
              (25, 30): (t - LARGE_CELL_MARGIN / 2, 6)}  # 1.44 times a typical cell's area: kept
     for (y, x), (score, size) in cells.items():
         heat[y, x], box[y, x] = score, (size, size, 0, 0)
     monkeypatch.setattr(detector, "raw", lambda rgb: (heat, box, 1.0))
     found = detector.detect(np.full((120, 160, 3), 235, np.uint8))  # blank: a search at other scales finds nothing
     centres = {(round((d.y + d.height / 2) / STRIDE - 0.5), round((d.x + d.width / 2) / STRIDE - 0.5)) for d in found}
-    assert centres == {(3, 3), (3, 12), (3, 21), (15, 3), (25, 30)}
+    assert centres == {(3, 3), (3, 12), (3, 21), (15, 3), (15, 12), (25, 30)}
+
+
+def test_a_rescaled_field_adds_cells_alone_from_neighbouring_scales_only_where_one_pass_holds_it(tiny_detector, monkeypatch):
+    detector = CellDetector(tiny_detector)
+    t = detector.threshold
+    confident = [Detection(40 * i + 10, 10, 30, 30, t + 0.2) for i in range(4)]
+    missed = Detection(100, 100, 30, 30, t + 0.1)  # found only at a neighbouring scale, where nothing was kept
+    again = Detection(12, 12, 30, 30, t + 0.3)  # a stronger box on a cell already counted: never a second one
+    asked = []
+
+    def found_at(rgb, s, floor):
+        asked.append(round(s, 4))
+        return [missed, again]
+
+    monkeypatch.setattr(detector, "_found_at", found_at)
+    field = np.full((200, 300, 3), 235, np.uint8)
+    scale = min(detector.height / 200, detector.width / 300)  # the field just fits one pass
+    monkeypatch.setattr(detector, "_scaled_candidates", lambda rgb, threshold, passes, floor: (confident, scale, 0.25))
+    assert set(detector.detect(field)) == set(confident + [missed])
+    assert asked == [round(scale * f, 4) for f in NEIGHBOUR_SCALES]
+    asked.clear()
+    monkeypatch.setattr(detector, "_scaled_candidates", lambda rgb, threshold, passes, floor: (confident, 0.25, 0.25))
+    assert set(detector.detect(field)) == set(confident) and asked == []  # at its default scale: no other pass
+    monkeypatch.setattr(detector, "_scaled_candidates", lambda rgb, threshold, passes, floor: (confident, 1.1 * scale, 0.25))
+    assert set(detector.detect(field)) == set(confident) and asked == []  # enlarged into tiles: too dear on a Pi
 
 
 def _field_with_discs(centres, radius=28, shape=(256, 384)):
