@@ -396,7 +396,7 @@ class CellDetector:
         threshold; none for a field at its default scale, or one too large for a single pass at `s`."""
         if s == default or round(rgb.shape[0] * s) > self.height or round(rgb.shape[1] * s) > self.width:
             return []
-        return [d for f in NEIGHBOUR_SCALES for d in self._found_at(rgb, s * f, threshold - ALONE_MARGIN)]
+        return [d for f in NEIGHBOUR_SCALES for d in self._found_at(rgb, s * f, max(threshold - ALONE_MARGIN, 0.01))]
 
     def _search_factors(self, found: list[Detection], s: float, threshold: float) -> tuple[float, ...]:
         """The factors of scale `s` worth trying when a first pass there may have missed the field's cells (see
