@@ -10,7 +10,7 @@ how much of it a stronger box already covers. A logistic model on those,
 fitted on held-out runs of annotated fields as the detector scored them
 (`training.box_filter`, out of fold), is stored in the detector's sidecar
 (`box_filter`) and decides; a sidecar without one keeps the detector's
-threshold and large cells (`edge_app.detect.kept_cells`).
+threshold, large cells and cells alone (`edge_app.detect.kept_cells`).
 Nothing here depends on the stain, so it holds on slides stained unlike
 the training fields; magnification is measured from the field's own boxes.
 """
@@ -49,6 +49,14 @@ def intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
 
+def at_border(boxes: np.ndarray, field_shape: tuple[int, int]) -> np.ndarray:
+    """Which (x, y, w, h) boxes the image edge cuts (within BORDER_PX): the cells a microscopist does not count whole."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = field_shape
+    return (b[:, 0] <= BORDER_PX) | (b[:, 1] <= BORDER_PX) | (b[:, 0] + b[:, 2] >= w - BORDER_PX) \
+        | (b[:, 1] + b[:, 3] >= h - BORDER_PX)
+
+
 def box_features(found: list[Detection], threshold: float, field_shape: tuple[int, int]) -> np.ndarray:
     """(N, len(FEATURES)) for a field's candidate boxes: its confident boxes (at `threshold`) set the typical cell.
 
@@ -67,8 +75,7 @@ def box_features(found: list[Detection], threshold: float, field_shape: tuple[in
     area = b[:, 2] * b[:, 3]
     confident = s >= threshold
     typical = float(np.median(area[confident] if confident.any() else area))
-    border = ((b[:, 0] <= BORDER_PX) | (b[:, 1] <= BORDER_PX) | (b[:, 0] + b[:, 2] >= w - BORDER_PX)
-              | (b[:, 1] + b[:, 3] >= h - BORDER_PX)).astype(np.float64)
+    border = at_border(b, field_shape).astype(np.float64)
     shorter = np.minimum(b[:, 2], b[:, 3])
     shown = np.where(border > 0, np.minimum(shorter / np.sqrt(typical), SHOWN_CAP), 1.0)
     elongation = np.log(np.maximum(b[:, 2], b[:, 3]) / shorter)

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.box_filter import FLOOR, BoxFilter, intersections
+from edge_app.box_filter import FLOOR, BoxFilter, at_border, intersections
 from edge_app.model import ModelError, quantize_input, read_sidecar, shipped_path
 from edge_app.runtime import Runtime, RuntimeMissing, find_runtime
 
@@ -204,8 +204,6 @@ LARGE_CELL_AREA = 1.3
 ALONE_MARGIN = 0.2
 ALONE_AREA = (0.8, 1.6)
 ALONE_OVERLAP = 0.4
-#: Pixels from the field's edge within which a box counts as cut by it.
-EDGE = 2
 
 
 def kept_cells(found: list[Detection], threshold: float, field_shape: tuple[int, int],
@@ -223,11 +221,10 @@ def kept_cells(found: list[Detection], threshold: float, field_shape: tuple[int,
     median = float(np.median([d.width * d.height for d in confident]))
     kept = [d for d in found if d.score >= threshold or
             (d.width * d.height >= LARGE_CELL_AREA * median and d.score >= threshold - LARGE_CELL_MARGIN)]
-    height, width = field_shape
     taken = set(kept)
     alone = [d for d in [*found, *others] if d not in taken and d.score >= threshold - ALONE_MARGIN
              and ALONE_AREA[0] * median <= d.width * d.height <= ALONE_AREA[1] * median
-             and d.x >= EDGE and d.y >= EDGE and d.x + d.width <= width - EDGE and d.y + d.height <= height - EDGE]
+             and not at_border(np.array([d.x, d.y, d.width, d.height]), field_shape)[0]]
     boxes = np.array([[d.x, d.y, d.width, d.height] for d in kept], np.float64).reshape(-1, 4)
     for d in sorted(alone, key=lambda d: -d.score):
         box = np.array([[d.x, d.y, d.width, d.height]], np.float64)

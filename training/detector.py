@@ -346,8 +346,8 @@ def tune_threshold(detector: CellDetector, data: str | Path, names: list[str],
     Tuned on the int8 bundle as the app runs it (`CellDetector.raw`, then
     `decode`), so the threshold fits what ships rather than the float
     network it came from. It is the threshold for a typical red cell: the
-    app's margin for large cells (`edge_app.detect.kept_cells`)
-    comes on top of it and is not tuned here.
+    app's margins for large cells and cells alone (`edge_app.detect.kept_cells`)
+    come on top of it and are not tuned here.
     """
     outputs = []
     for name in names:
