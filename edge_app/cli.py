@@ -174,7 +174,7 @@ def info(model) -> None:
     if bundle.cell_colour:
         click.echo(f"stain:       each field's cells matched to the training cells' median colour "
                    f"{', '.join(f'{v:.0f}' for v in bundle.cell_colour)} (RGB) before smear/capture classify them, "
-                   "each as seen and mirrored")
+                   "each as seen and mirrored, and a likely one in all 8 orientations")
     from edge_app.detect import CellDetector, default_detector_path
 
     try:

@@ -176,20 +176,33 @@ class ModelBundle:
             return (raw.astype(np.float32) - zero) * scale
         return raw.astype(np.float32)
 
-    def predict(self, pixels: np.ndarray, mirrored: bool = False) -> np.ndarray:
-        """Calibrated P(Parasitized) for a batch: sigmoid(logit / temperature).
+    def predict(self, pixels: np.ndarray, views: int = 1) -> np.ndarray:
+        """Calibrated P(Parasitized) for a batch: sigmoid(mean logit over the first `views` of VIEWS / temperature).
 
-        `mirrored`: the logit is the mean of the cells' and their mirror
-        images' (left-right), one inference more per cell. A cell's
-        orientation says nothing about infection, so the mean cancels part
-        of the noise a single view's pixels carry: worth it on field cells,
-        which differ more from the training cells than single-cell images.
+        One view is the cells as seen; 2 adds their mirror images; 8 every
+        quarter turn of both. A cell's orientation says nothing about
+        infection, so the mean cancels part of the noise a single view's
+        pixels carry: worth it on field cells, which differ more from the
+        training cells than single-cell images. Each view is one inference
+        more per cell.
         """
-        z = self.logits(pixels)
-        if mirrored:
-            z = (z + self.logits(np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
-        z = z / self.temperature
+        return self.probability(self.mean_logit(pixels, range(views)))
+
+    def mean_logit(self, pixels: np.ndarray, views: range) -> np.ndarray:
+        """The mean logit over these VIEWS of each cell (a range, so that a caller can add views it has not yet run)."""
+        if not views or views.start < 0 or views.stop > len(VIEWS):
+            raise ValueError(f"views must lie within 0-{len(VIEWS)}, got {views}")
+        return np.mean([self.logits(np.ascontiguousarray(VIEWS[v](pixels))) for v in views], axis=0)
+
+    def probability(self, logit: np.ndarray) -> np.ndarray:
+        """Calibrated P(Parasitized) of a logit: sigmoid(logit / temperature)."""
+        z = np.asarray(logit, np.float32) / self.temperature
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float64)
+
+
+#: The square's 8 symmetries, as views of a (N, size, size, 3) batch: as seen, mirrored (left-right), then each
+#: quarter turn of both. The first two are what every field cell is classified with (edge_app.smear.classify_cells).
+VIEWS = tuple(lambda px, k=k, m=m: np.rot90(px[:, :, ::-1] if m else px, k, axes=(1, 2)) for k in range(4) for m in (False, True))
 
 
 def quantize_input(pixels: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

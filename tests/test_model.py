@@ -43,8 +43,23 @@ def test_mirrored_prediction_averages_the_logits_of_both_views(tiny_model, monke
     x[0, 0, 0, 0], x[0, 0, -1, 0] = 200, 0
     x[1, 0, 0, 0], x[1, 0, -1, 0] = 0, 100
     z = np.array([(200 + 0) / 2, (0 + 100) / 2]) / 50 / model.temperature
-    assert np.allclose(model.predict(x, mirrored=True), 1 / (1 + np.exp(-z)))
-    assert not np.allclose(model.predict(x), model.predict(x, mirrored=True))
+    assert np.allclose(model.predict(x, views=2), 1 / (1 + np.exp(-z)))
+    assert not np.allclose(model.predict(x), model.predict(x, views=2))
+
+
+def test_eight_views_average_every_corner_into_the_top_left(tiny_model, monkeypatch):
+    model = ModelBundle(tiny_model)
+    monkeypatch.setattr(model, "logits", lambda px: px[:, 0, 0, 0].astype(np.float32) / 50)
+    x = np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    x[0, 0, 0, 0], x[0, 0, -1, 0], x[0, -1, 0, 0], x[0, -1, -1, 0] = 200, 100, 40, 0
+    # The square's 8 symmetries bring each corner to the top left twice (a turn, and a turn of the mirror image).
+    z = 2 * (200 + 100 + 40 + 0) / 8 / 50 / model.temperature
+    assert np.allclose(model.predict(x, views=8), 1 / (1 + np.exp(-z)))
+    # Views added later in two goes give the same mean as all at once (what classify_cells does for likely cells).
+    both = (2 * model.mean_logit(x, range(2)) + 6 * model.mean_logit(x, range(2, 8))) / 8
+    assert np.allclose(model.probability(both), model.predict(x, views=8))
+    with pytest.raises(ValueError, match="views"):
+        model.predict(x, views=9)
 
 
 def test_temperature_from_sidecar_softens_probabilities(model_copy):

@@ -150,3 +150,33 @@ def test_demo_fields_script_writes_fields_and_their_truth(tmp_path):
     assert any(c["label"] == "Parasitized" for cells in truth.values() for c in cells)
     found = segment_cells(np.asarray(Image.open(tmp_path / "demo" / "field-01.png")))
     assert abs(len(found) - len(truth["field-01.png"])) <= 3  # drawn cells look like cells to the segmentation
+
+
+def test_likely_cells_alone_are_classified_in_all_eight_orientations(tiny_model, monkeypatch):
+    from edge_app import smear
+    from edge_app.smear import Cell, classify_cells
+
+    model = ModelBundle(tiny_model)
+    monkeypatch.setattr(model, "cell_colour", None)  # the stand-in network reads raw pixels
+    seen = []
+
+    def corner_logits(px):  # a stand-in network that reads only the top-left pixel's red level
+        seen.append(len(px))
+        return (px[:, 0, 0, 0].astype(np.float32) - 128) / 16
+
+    monkeypatch.setattr(model, "logits", corner_logits)
+    size = model.input.size
+
+    def square(top_left: int, bottom_right: int) -> Cell:
+        crop = np.full((size, size, 3), 128, np.uint8)
+        crop[0, 0, 0], crop[-1, -1, 0] = top_left, bottom_right
+        return Cell(0, 0, size, size, size * size, crop)
+
+    # Two views (as seen, mirrored) read the top-left and top-right corners; all eight read each corner twice.
+    unlikely, likely = square(0, 255), square(255, 0)
+    results = classify_cells(model, [unlikely, likely], threshold=0.5)
+    assert seen == [2, 2] + [1] * 6  # both cells in two views, then the likely one in the other six
+    assert results[0].probability == pytest.approx(float(model.predict(unlikely.crop[None], views=2)[0]))
+    assert results[0].probability < smear.RESCORE_FLOOR
+    assert results[1].probability == pytest.approx(float(model.predict(likely.crop[None], views=8)[0]))
+    assert results[1].probability != pytest.approx(float(model.predict(likely.crop[None], views=2)[0]))
