@@ -16,7 +16,13 @@ the headline is, in this order:
    give: how many, of how many counted, and that the figure awaits
    review, the automatic estimate beside it; never a bare 0.00 %;
 4. when no more cells are flagged than false positives alone give, or
-   none: "likely negative", with the automatic upper bound.
+   none, and the automatic upper bound is at most LIKELY_NEGATIVE_BOUND:
+   "likely negative", with that bound. Above it, the slide is not called
+   negative: a slide of 30 fields of a stain the counting rates were not
+   measured on, about 1 % infected, flagged fewer cells than the shipped
+   false-positive rate gives and read "likely negative, at most 2.04 %";
+   it now reads as its flagged cells, awaiting review, with the
+   parasitemia the count cannot rule out.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_app.parasitemia import Parasitemia
+
+#: A slide is called likely negative only when the automatic count rules out more than this parasitemia (95 % upper
+#: bound): #33's bar for a slide of no malaria, which the other laboratory's 120 fields meet (at most 0.36 %), where
+#: a slide of 1 % parasitemia, the annotated fields' level, would otherwise pass for negative.
+LIKELY_NEGATIVE_BOUND = 0.01
 
 
 def _pct(x: float) -> str:
@@ -70,16 +81,22 @@ def headline(total: Parasitemia, review: dict | None = None, calibration: dict |
                         f"rates from {calibration['slides']} reviewed slide{'s' if calibration['slides'] != 1 else ''}: "
                         f"{total.parasitized:,} of {total.cells:,} cells flagged; a microscopist's review confirms it"
                         f"{progress}")
-    if total.parasitized and (total.fraction > 0 or not total.errors):
+    if total.parasitized and (total.fraction > 0 or not total.errors or hi > LIKELY_NEGATIVE_BOUND):
+        automatic = (f"automatic estimate {_pct(total.fraction)} ({_ci(lo, hi)})" if total.fraction > 0 or not total.errors
+                     else f"no more than false positives alone give, but up to {_pct(hi)} cannot be ruled out (automatic "
+                          "95 % upper bound)")
         return Headline("flagged", f"{total.parasitized:,} flagged",
                         f"{total.parasitized:,} of {total.cells:,} cells flagged as possibly infected "
-                        f"({_pct(total.raw_fraction)}): the figure awaits a microscopist's review{progress}; "
-                        f"automatic estimate {_pct(total.fraction)} ({_ci(lo, hi)})")
+                        f"({_pct(total.raw_fraction)}): the figure awaits a microscopist's review{progress}; {automatic}")
     if total.parasitized:  # corrected to 0: no more than false positives alone give
         return Headline("likely negative", "likely negative",
                         f"likely negative: {total.parasitized:,} of {total.cells:,} cells flagged "
                         f"({_pct(total.raw_fraction)}), no more than false positives alone give; at most {_pct(hi)} "
                         f"(automatic 95 % upper bound); a microscopist's review of the flagged cells confirms it{progress}")
+    if hi > LIKELY_NEGATIVE_BOUND:
+        return Headline("none flagged", "none flagged",
+                        f"no cell flagged in {total.cells:,} cells, too few to rule out up to {_pct(hi)} (automatic 95 % "
+                        f"upper bound): count more fields{progress}")
     return Headline("none flagged", "none flagged",
                     f"no cell flagged in {total.cells:,} cells: likely negative, at most {_pct(hi)} (automatic 95 % "
                     f"upper bound; a microscopist's review confirms it){progress}")

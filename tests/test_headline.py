@@ -11,10 +11,13 @@ SHIPPED = CountingErrors(0.742, 0.00995, 159, 13_371, sensitivity_sd=0.252, fals
 
 def test_flagged_cells_never_read_as_a_bare_zero():
     """Reproduces: "parasitemia 0.00 % (95 % CI 0.00-27.19 %)" for 44 cells flagged of 5,100 (truth 1.06 %)."""
-    head = headline(Parasitemia(5_100, 44, errors=SHIPPED))
-    assert head.figure == "likely negative" or head.figure == "44 flagged"
-    assert "0.00 %" not in head.figure and not head.text.startswith("0.00")
-    assert "44 of 5,100 cells flagged" in head.text and "review" in head.text
+    total = Parasitemia(5_100, 44, errors=SHIPPED)
+    head = headline(total)
+    # No more flagged than false positives alone give, yet a 1 % slide cannot be ruled out: not called negative.
+    assert total.fraction == 0 and total.interval[1] > 0.01
+    assert head.kind == "flagged" and head.figure == "44 flagged" and "0.00 %" not in head.text
+    assert "44 of 5,100 cells flagged" in head.text and "awaits a microscopist's review" in head.text
+    assert f"up to {100 * total.interval[1]:.2f} % cannot be ruled out" in head.text
     many = headline(Parasitemia(5_100, 120, errors=SHIPPED))
     assert many.kind == "flagged" and many.figure == "120 flagged" and "awaits a microscopist's review" in many.text
     assert "automatic estimate" in many.text
@@ -25,7 +28,15 @@ def test_a_slide_with_no_more_flagged_than_false_positives_reads_as_likely_negat
     total = Parasitemia(10_134, 15, errors=SHIPPED)
     head = headline(total)
     assert head.kind == "likely negative" and "at most 0." in head.text and total.interval[1] < 0.01
-    assert headline(Parasitemia(7_854, 0, errors=SHIPPED)).figure == "none flagged"
+    none = headline(Parasitemia(7_854, 0, errors=SHIPPED))
+    assert none.figure == "none flagged" and "likely negative, at most 0." in none.text
+
+
+def test_too_few_cells_are_never_called_negative():
+    few = Parasitemia(300, 0, errors=SHIPPED)
+    head = headline(few)
+    assert few.interval[1] > 0.01 and head.figure == "none flagged" and "negative" not in head.text
+    assert f"too few to rule out up to {100 * few.interval[1]:.2f} %" in head.text and "count more fields" in head.text
 
 
 def test_the_reviewed_figure_comes_first_once_reviewed_and_a_negative_review_says_so():
