@@ -52,12 +52,12 @@ OVERLAY_GREEN = 80
 INK_SHARE = 0.01
 #: Every field cell is classified as seen and mirrored (ModelBundle.predict's first two VIEWS)...
 SEEN_VIEWS = 2
-#: ...and one whose P(Parasitized) is at least this in all 8 orientations. Field cells' scores from two views are noisy
-#: where the review and counting thresholds lie; the 8-view mean ranks infected cells better (on the annotated fields'
-#: cells, by their fold detectors, the share of infected cells called Parasitized at 1 % false positives rose from 0.72
-#: to 0.76, models/DETAILS.md). 70 % of the cells score under 0.1 from two views; of those 9,700, 7 reached 0.3 with
-#: eight and none 0.44 (the review thresholds measured lie at 0.33-0.39, the counting ones higher), so they are left
-#: at two views: about 1.9 times the inferences of two views for all, not 4.
+#: ...and, where those two give P(Parasitized) at least this, in all 8 orientations. Field cells' scores from two
+#: views are noisy where the review and counting thresholds lie; the 8-view mean ranks infected cells better (on the
+#: annotated fields' cells, by their fold detectors, the share of infected cells called Parasitized at 1 % false
+#: positives rose from 0.72 to 0.76, models/DETAILS.md). 70 % of the cells score under 0.1 from two views; of those
+#: 9,700, 7 reached 0.3 with eight and none 0.44 (the review thresholds measured lie at 0.33-0.39, the counting ones
+#: higher), so they are left at two views: about 1.9 times the inferences of two views for all, not 4.
 RESCORE_FLOOR = 0.1
 
 
