@@ -25,7 +25,10 @@ With `--detectors DIR` (DIR/run0, run1, ... each a detector trained without
 that run), each run is counted by its own fold detector and the counting and
 review rates are those measured on the other runs' out-of-fold counts
 (benchmarks/real_fields_cv.py); without it, the shipped detector and the
-rates in the shipped classifier's sidecar. `calibrated_by_reviewed_slides`
+rates in the shipped classifier's sidecar. With `--models DIR` as well
+(DIR/runK/*.tflite, classifiers trained without run K, as
+benchmarks/real_fields_cv.py takes them), each run's cells are classified
+by its own. `calibrated_by_reviewed_slides`
 gives the calibrated count of the same remaining fields after 0, 1, ...
 reviewed slides. Shares are fractions, not percent.
 """
@@ -95,21 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slide-fields", type=int, default=5, help="fields a slide")
     ap.add_argument("--reviewed-slides", type=int, default=3, help="slides each laboratory reviews before the count")
     ap.add_argument("--detectors", default=None, help="folder with run0/, run1/, ... fold detectors (default: the shipped one)")
-    ap.add_argument("--model", default=None, help="cell classifier bundle (default: the shipped one)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--model", default=None, help="cell classifier bundle (default: the shipped one)")
+    group.add_argument("--models", default=None,
+                       help="folder with run0/, run1/, ... each holding one classifier bundle trained without that run "
+                            "(needs --detectors)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.models and not args.detectors:
+        ap.error("--models needs --detectors: the rates of classifiers trained per run come from their out-of-fold counts")
 
     data = Path(args.data)
     annotations = load_annotations(data / "annotations.json")
     runs = runs_of(sorted(annotations))
-    model = ModelBundle(args.model or default_model_path(), threads=args.threads)
+    model = None if args.models else ModelBundle(args.model or default_model_path(), threads=args.threads)
     counted, detectors = {}, {}
     for k, names in enumerate(runs):
         path = Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite" if args.detectors else default_detector_path()
         detectors[k] = CellDetector(path, threads=args.threads)
-        counted[k] = count_fields(model, detectors[k], data, names)
-        print(f"run {k}: {len(names)} fields counted with {path}", file=sys.stderr)
+        classifier = ModelBundle(next((Path(args.models) / f"run{k}").glob("*.tflite")), threads=args.threads) if args.models else model
+        counted[k] = count_fields(classifier, detectors[k], data, names)
+        print(f"run {k}: {len(names)} fields counted with {path} and {classifier.path}", file=sys.stderr)
     if args.detectors:
         blocks = fold_blocks(counted, annotations)
     else:
