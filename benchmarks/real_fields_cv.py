@@ -71,6 +71,14 @@ def held_out_blocks(for_counting: dict, for_review: dict, k: int, max_fpr: float
     return block, review
 
 
+def fold_classifier(models: str | Path, k: int) -> Path:
+    """The classifier bundle trained without run k: the one .tflite in `models`/run{k}."""
+    found = sorted((Path(models) / f"run{k}").glob("*.tflite"))
+    if not found:
+        raise SystemExit(f"no classifier for held-out run {k}: {Path(models) / f'run{k}'} holds no .tflite")
+    return found[0]
+
+
 def fold_blocks(counted: dict, annotations: dict, max_fpr: float = 0.01, review_fpr: float = REVIEW_FPR) -> dict:
     """For each run k of fields counted by models trained without it, the Counting of its counting and review
     thresholds, measured on the other runs (`held_out_blocks`)."""
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = runs_of(sorted(annotations))
     counted, models = {}, {}
     for k, held_out in enumerate(runs):
-        path = next((Path(args.models) / f"run{k}").glob("*.tflite")) if args.models else Path(args.model or default_model_path())
+        path = fold_classifier(args.models, k) if args.models else Path(args.model or default_model_path())
         model = ModelBundle(path, threads=args.threads)
         detector = CellDetector(Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite", threads=args.threads)
         counted[k] = count_fields(model, detector, data, held_out)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.real_fields import reviewed as reviewed_count  # noqa: E402
 from benchmarks.real_fields import write_report  # noqa: E402
-from benchmarks.real_fields_cv import fold_blocks  # noqa: E402
+from benchmarks.real_fields_cv import fold_blocks, fold_classifier  # noqa: E402
 from edge_app.calibration import Calibration, Evidence  # noqa: E402
 from edge_app.detect import CellDetector, default_detector_path  # noqa: E402
 from edge_app.field_check import field_stats  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, names in enumerate(runs):
         path = Path(args.detectors) / f"run{k}" / "cell-detector-int8.tflite" if args.detectors else default_detector_path()
         detectors[k] = CellDetector(path, threads=args.threads)
-        classifier = ModelBundle(next((Path(args.models) / f"run{k}").glob("*.tflite")), threads=args.threads) if args.models else model
+        classifier = ModelBundle(fold_classifier(args.models, k), threads=args.threads) if args.models else model
         counted[k] = count_fields(classifier, detectors[k], data, names)
         print(f"run {k}: {len(names)} fields counted with {path} and {classifier.path}", file=sys.stderr)
     if args.detectors:
